@@ -1,0 +1,63 @@
+# The course's commands. `make help` lists them. Every target that needs Python creates the
+# virtual environment on first use; a second call does not reinstall.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Tests and CI take the data from ../shared/data when it is there (no network needed).
+ifneq ($(wildcard ../shared/data/tinyshakespeare.txt),)
+export NANOGPT_DATA_DIR ?= $(abspath ../shared/data)
+endif
+
+# Knobs: make train PRESET=gpt-cpu-fast RESUME=1 DIAG=1 ARGS="--max-iters 500"
+PRESET ?=
+ARGS   ?=
+train_flags = $(if $(PRESET),--preset $(PRESET)) $(if $(RESUME),--resume) $(if $(DIAG),--diag) $(ARGS)
+
+.DEFAULT_GOAL := help
+.PHONY: help train sample attribute test lint data notebooks lab bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+train: $(VENV)/.installed  ## train a model (default preset: gpt-cpu, or gpt-gpu on CUDA)
+	$(PY) -m nanogpt.train $(train_flags)
+
+sample: $(VENV)/.installed  ## generate text from the last trained checkpoint
+	$(PY) -m nanogpt.sample $(ARGS)
+
+attribute: $(VENV)/.installed  ## generate, then attribute each character to its context (IG)
+	$(PY) -m nanogpt.attribute $(ARGS)
+
+test: $(VENV)/.dev-installed  ## run the whole test suite (notebooks in smoke mode)
+	$(PY) -m pytest $(ARGS)
+
+lint: $(VENV)/.dev-installed  ## ruff over the package, tests and benchmarks
+	$(VENV)/bin/ruff check nanogpt tests bench
+
+data: $(VENV)/.installed  ## fetch and verify Tiny Shakespeare and names.txt
+	$(PY) -c "from nanogpt.data import dataset_path as p; print(p('shakespeare')); print(p('names'))"
+
+notebooks: $(VENV)/.dev-installed  ## execute every lecture in full mode and save its outputs
+	$(PY) -m nanogpt.notebooks $(ARGS)
+
+lab: $(VENV)/.dev-installed  ## open Jupyter Lab on lectures/
+	$(PY) -m pip install -q jupyterlab
+	$(VENV)/bin/jupyter lab lectures/
+
+bench: $(VENV)/.installed  ## run every benchmark in bench/ (prints markdown tables)
+	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:  ## remove the virtual environment, caches and runs (downloaded data is kept)
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
