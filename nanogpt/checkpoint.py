@@ -1,0 +1,173 @@
+"""Save and load training runs: atomic writes, plain contents, one registry of the models.
+
+A checkpoint is a dict of plain python values and tensors only, so that
+`torch.load(path, weights_only=True)` reads it without running any pickled code:
+
+    model, optimizer       state dicts (the model's never carries torch.compile's `_orig_mod.`)
+    config, model_config   the TrainConfig and the model's own config, as dicts
+    stage, tokenizer       which model class, and the tokenizer's `to_dict()`
+    iter, best_val_loss    steps done so far, best validation loss seen
+    rng                    every random state: torch, cuda, numpy, python, and the run's generators
+    versions, format       library versions, and the layout's version number
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, fields, is_dataclass
+from importlib import import_module
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nanogpt.errors import UserError
+from nanogpt.tokenizer import tokenizer_from_dict
+
+FORMAT = 1
+
+# Stage name -> (module, model class, config class). Imported on first use, so that this file
+# works before every stage exists, and so that models never import the engine.
+_STAGES = {
+    "bigram": ("nanogpt.bigram", "NeuralBigram", "BigramConfig"),
+    "mlp": ("nanogpt.mlp", "MLP", "MLPConfig"),
+    "gpt": ("nanogpt.gpt", "GPT", "GPTConfig"),
+}
+
+
+class _Registry(Mapping):
+    """REGISTRY[stage] -> (model class, config class), importing the stage's module when asked."""
+
+    def __getitem__(self, stage):
+        if stage not in _STAGES:
+            raise UserError(f"unknown stage {stage!r} (stages: {', '.join(_STAGES)})")
+        module, model_name, config_name = _STAGES[stage]
+        try:
+            mod = import_module(module)
+        except ModuleNotFoundError as e:
+            raise UserError(f"stage {stage!r} needs {module}, which is missing ({e})") from None
+        return getattr(mod, model_name), getattr(mod, config_name)
+
+    def __iter__(self):
+        return iter(_STAGES)
+
+    def __len__(self):
+        return len(_STAGES)
+
+
+REGISTRY = _Registry()
+
+
+def build_model(stage: str, model_config: dict) -> torch.nn.Module:
+    """A fresh model of a stage from its config dict (only the fields its config class knows)."""
+    model_cls, config_cls = REGISTRY[stage]
+    known = {f.name for f in fields(config_cls) if f.init}
+    return model_cls(config_cls(**{k: v for k, v in model_config.items() if k in known}))
+
+
+def model_config_dict(model: torch.nn.Module) -> dict:
+    """The model's config as a plain dict."""
+    config = model.config
+    return asdict(config) if is_dataclass(config) else dict(vars(config))
+
+
+def clean_state_dict(model: torch.nn.Module) -> dict:
+    """The model's weights without the `_orig_mod.` prefix that torch.compile adds."""
+    model = getattr(model, "_orig_mod", model)
+    prefix = "_orig_mod."
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in model.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------- random states
+
+
+def rng_state(**generators: torch.Generator) -> dict:
+    """Every random state that training touches, as tensors, lists and numbers."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+
+
+def set_rng_state(state: dict, **generators: torch.Generator) -> None:
+    """Put back the states saved by `rng_state` (the named generators too)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    for name, g in generators.items():
+        g.set_state(state["generators"][name])
+
+
+def versions() -> dict:
+    """The versions that made a checkpoint, for the curious reader of an old file."""
+    return {"torch": str(torch.__version__), "numpy": str(np.__version__), "python": platform.python_version()}
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def save_checkpoint(ckpt: dict, path) -> None:
+    """Write a checkpoint atomically: into a temporary file in the same folder, then rename.
+
+    A reader (or a run killed mid-write) sees either the old file or the whole new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def resolve(path) -> Path:
+    """A checkpoint file; a run folder stands for its best.pt (else its last.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+    return path
+
+
+def load_checkpoint(path, device="cpu") -> dict:
+    """Read a checkpoint safely (weights_only); a missing or broken file is a UserError."""
+    path = resolve(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}: run `make train` first")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated, not a checkpoint, or holding more than plain values
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or ["no detail"]
+        detail = next((line for line in lines if "error" in line.lower()), lines[0])
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {detail})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "stage" not in ckpt:
+        raise UserError(f"{path} is not a nanogpt checkpoint (no model or stage in it)")
+    return ckpt
+
+
+def load_model(path, device="cpu"):
+    """The trained model (in eval mode), its tokenizer and the whole checkpoint dict."""
+    ckpt = load_checkpoint(path, device)
+    model = build_model(ckpt["stage"], ckpt["model_config"])
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    return model, tokenizer_from_dict(ckpt["tokenizer"]), ckpt

@@ -1,0 +1,234 @@
+"""Training settings: one flat dataclass, a preset per stage, and the command line built from both.
+
+Every field of `TrainConfig` is a command-line flag named like the field with dashes
+(`max_iters` -> `--max-iters`). A preset fills every field; flags given on the command line
+override it. `python -m nanogpt.train --help` lists them all with the default preset's values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from nanogpt.errors import UserError
+
+
+def opt(default, help: str):
+    """A dataclass field that carries its own --help text."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs: what to train, on what, how, and where to write."""
+
+    preset: str = opt("", "the preset these settings started from")
+    # what: the model
+    stage: str = opt("gpt", "model: bigram | mlp | gpt")
+    block_size: int = opt(128, "context length (the MLP's fixed context)")
+    n_layer: int = opt(4, "Transformer blocks (MLP: hidden layers)")
+    n_head: int = opt(4, "attention heads (GPT)")
+    n_embd: int = opt(128, "embedding width")
+    n_hidden: int = opt(200, "hidden width (MLP)")
+    dropout: float = opt(0.0, "dropout probability (GPT)")
+    bias: bool = opt(False, "biases in Linear and LayerNorm layers (GPT)")
+    tie_weights: bool = opt(False, "share the token embedding with the output head (GPT)")
+    batchnorm: bool = opt(False, "BatchNorm after each hidden Linear (MLP)")
+    init: str = opt("kaiming", "weight init (MLP), see nanogpt.mlp")
+    # on what: the data
+    data: str = opt("shakespeare", "dataset: shakespeare | names | path to a UTF-8 text file")
+    tokenizer: str = opt("char", "char | gpt2 (GPT-2 byte-pair encoding)")
+    # how: optimisation
+    optimizer: str = opt("adamw", "adamw (decay on 2-D+ weights only) | sgd")
+    lr: float = opt(1e-3, "peak learning rate")
+    min_lr: float = opt(1e-4, "learning rate at the end of the cosine")
+    lr_schedule: str = opt("cosine", "cosine (to min_lr) | step (lr/10 at step_decay_at) | constant")
+    warmup_iters: int = opt(100, "linear warmup steps")
+    step_decay_at: float = opt(0.75, "fraction of max_iters where the step schedule divides lr by 10")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.99, "AdamW beta2")
+    weight_decay: float = opt(0.1, "weight decay (on 2-D+ parameters only)")
+    grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)")
+    batch_size: int = opt(32, "sequences (or examples) per micro-batch")
+    grad_accum: int = opt(1, "micro-batches per step, over all processes together")
+    max_iters: int = opt(2000, "optimizer steps (the schedule's length)")
+    max_minutes: float = opt(
+        0.0, "time budget in minutes (0 = off): max_iters is set from the step time measured over "
+        "the first steps so that the run, evaluations included, ends within the budget")
+    # measuring and saving
+    eval_interval: int = opt(250, "evaluate (and save last.pt) every this many steps")
+    eval_iters: int = opt(40, "fixed batches per split in each evaluation")
+    log_interval: int = opt(10, "log the training loss (and move the progress bar) every this many steps")
+    save_interval: int = opt(0, "also save last.pt every this many steps (0 = at evaluations only)")
+    out_dir: str = opt("", "run folder (default runs/<preset>)")
+    resume: bool = opt(False, "continue the run in out_dir from its last.pt")
+    # where
+    seed: int = opt(1337, "seed of every random draw")
+    device: str = opt("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    dtype: str = opt("auto", "auto (bfloat16 autocast on CUDA, else float32) | float32 | float64 | bfloat16")
+    compile: bool = opt(False, "torch.compile the model (CUDA)")
+    threads: int = opt(0, "CPU threads (0 = all cores, shared between processes)")
+    diag: bool = opt(False, "record activation/gradient/update statistics (nanogpt.diagnostics)")
+    diag_every: int = opt(100, "record diagnostics every this many steps")
+
+    def to_dict(self) -> dict:
+        """Plain python values, as stored in a checkpoint."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Back from `to_dict`; fields unknown to this version are dropped."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ----------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, TrainConfig] = {
+    # Stage 1: a table of next-character logits, trained by gradient descent.
+    "bigram": TrainConfig(
+        stage="bigram", block_size=32, batch_size=32, optimizer="adamw", lr=3e-2, min_lr=3e-3,
+        warmup_iters=0, weight_decay=0.0, grad_clip=0.0, max_iters=3000, eval_interval=500,
+        eval_iters=50, log_interval=50),
+    # Stage 2: makemore part 3's recipe (SGD 0.1 -> 0.01 at 75%, batch 32, no clipping, no decay).
+    "mlp": TrainConfig(
+        stage="mlp", block_size=8, n_embd=24, n_hidden=256, n_layer=2, batchnorm=True,
+        optimizer="sgd", lr=0.1, lr_schedule="step", step_decay_at=0.75, warmup_iters=0,
+        weight_decay=0.0, grad_clip=0.0, batch_size=32, max_iters=60000, eval_interval=10000,
+        eval_iters=50, log_interval=500),
+    # Stage 3 on a 2-core CPU: the best val loss that ten minutes buy.
+    "gpt-cpu": TrainConfig(
+        n_layer=4, n_head=4, n_embd=192, block_size=128, batch_size=32, dropout=0.0, bias=False,
+        lr=2.5e-3, min_lr=2.5e-4, warmup_iters=100, beta2=0.99, max_iters=1500, max_minutes=9.5,
+        eval_interval=250, eval_iters=20, log_interval=10),
+    # The same in about 100 seconds.
+    "gpt-cpu-fast": TrainConfig(
+        n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, bias=False,
+        lr=3e-3, min_lr=3e-4, warmup_iters=50, beta2=0.99, max_iters=1000, max_minutes=1.6,
+        eval_interval=250, eval_iters=20, log_interval=10),
+    # The "baby GPT" of nanoGPT's shakespeare_char config, for a GPU.
+    "gpt-gpu": TrainConfig(
+        n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, dropout=0.2, bias=False,
+        lr=1e-3, min_lr=1e-4, warmup_iters=100, beta2=0.99, max_iters=5000, eval_interval=250,
+        eval_iters=200, log_interval=10),
+    # A tiny GPT that trains in seconds on a CPU: for tests and quick checks.
+    "smoke": TrainConfig(
+        n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=16, lr=3e-3, min_lr=3e-4,
+        warmup_iters=10, max_iters=100, eval_interval=50, eval_iters=5, log_interval=10, threads=1),
+}
+
+
+def default_preset() -> str:
+    """gpt-gpu where CUDA is present, gpt-cpu everywhere else."""
+    import torch
+
+    return "gpt-gpu" if torch.cuda.is_available() else "gpt-cpu"
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """A preset's settings with some fields replaced, checked; out_dir defaults to runs/<name>."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r} (presets: {', '.join(PRESETS)})")
+    unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise UserError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    cfg = replace(PRESETS[name], preset=name, **overrides)
+    if not cfg.out_dir:
+        cfg.out_dir = f"runs/{name}"
+    validate(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- checks
+
+CHOICES = {
+    "stage": ("bigram", "mlp", "gpt"),
+    "tokenizer": ("char", "gpt2"),
+    "optimizer": ("adamw", "sgd"),
+    "lr_schedule": ("cosine", "step", "constant"),
+    "dtype": ("auto", "float32", "float64", "bfloat16"),
+}
+AT_LEAST_ONE = ("block_size", "n_layer", "n_head", "n_embd", "n_hidden", "batch_size", "grad_accum",
+                "max_iters", "eval_interval", "eval_iters", "log_interval", "diag_every")
+NOT_NEGATIVE = ("min_lr", "warmup_iters", "weight_decay", "grad_clip", "max_minutes",
+                "save_interval", "threads")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise a one-line UserError for the first setting that cannot work."""
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise UserError(f"--{dashed(name)} must be one of {', '.join(allowed)}, "
+                            f"not {getattr(cfg, name)!r}")
+    for name in AT_LEAST_ONE:
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{dashed(name)} must be at least 1, not {getattr(cfg, name)}")
+    for name in NOT_NEGATIVE:
+        value = getattr(cfg, name)
+        if not (value >= 0 and math.isfinite(value)):
+            raise UserError(f"--{dashed(name)} must be a finite number >= 0, not {value}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise UserError(f"--lr must be a positive number, not {cfg.lr}")
+    if cfg.min_lr > cfg.lr:
+        raise UserError(f"--min-lr ({cfg.min_lr}) must not exceed --lr ({cfg.lr})")
+    if cfg.stage == "gpt" and cfg.n_embd % cfg.n_head != 0:
+        raise UserError(f"--n-embd ({cfg.n_embd}) must be divisible by --n-head ({cfg.n_head})")
+    if not 0 <= cfg.dropout < 1:
+        raise UserError(f"--dropout must be in [0, 1), not {cfg.dropout}")
+    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
+        raise UserError(f"--beta1 and --beta2 must be in [0, 1), not {cfg.beta1}, {cfg.beta2}")
+    if not 0 < cfg.step_decay_at <= 1:
+        raise UserError(f"--step-decay-at must be in (0, 1], not {cfg.step_decay_at}")
+    if cfg.data == "names" and cfg.tokenizer != "char":
+        raise UserError("the names dataset is read character by character: use --tokenizer char")
+    if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {cfg.device!r}")
+
+
+def dashed(name: str) -> str:
+    """The flag spelling of a field name: max_iters -> max-iters."""
+    return name.replace("_", "-")
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag becomes a one-line UserError instead of usage text."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
+def build_parser(description: str = "Train a model.") -> argparse.ArgumentParser:
+    """One flag per TrainConfig field; the defaults shown are those of the default CPU preset."""
+    shown = PRESETS["gpt-cpu"]
+    epilog = ("presets: " + ", ".join(PRESETS) + ". With no --preset: gpt-gpu when CUDA is present, "
+              "else gpt-cpu. A flag overrides the preset's value. With --resume the run continues "
+              "from out_dir/last.pt with the settings saved there (only device, compile, threads "
+              "and diag settings may change).")
+    parser = _Parser(description=description, epilog=epilog,
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", default=None, help="settings to start from (see below) "
+                        "[default: gpt-gpu with CUDA, else gpt-cpu]")
+    for f in fields(TrainConfig):
+        if f.name == "preset":
+            continue
+        default = getattr(shown, f.name)
+        kind = {"bool": bool, "int": int, "float": float, "str": str}[f.type]
+        text = f.metadata["help"] + f" [gpt-cpu: {default!r}]"
+        if kind is bool:
+            parser.add_argument(f"--{dashed(f.name)}", action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=text)
+        else:
+            parser.add_argument(f"--{dashed(f.name)}", type=kind, default=argparse.SUPPRESS,
+                                metavar=f.name.upper(), help=text)
+    return parser
+
+
+def config_from_args(argv=None) -> TrainConfig:
+    """The TrainConfig that a command line asks for: a preset, then its overrides, checked."""
+    args = vars(build_parser().parse_args(argv))
+    name = args.pop("preset") or default_preset()
+    return preset(name, **args)
