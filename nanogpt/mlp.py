@@ -174,8 +174,12 @@ class MLP(nn.Module):
         embedding.weight.copy_(randn(embedding.weight.shape))
         for lin in hidden:
             fan_in = lin.weight.shape[0]
-            w_scale, b_scale = {"tanh_fix": (0.2, 0.01), "kaiming": (TANH_GAIN / fan_in**0.5, 0.01)}.get(
-                scheme, (1.0, 1.0))
+            if scheme == "kaiming":  # Var(x @ W) = fan_in Var(W) E[x^2], so the output std is gain x input
+                w_scale, b_scale = TANH_GAIN / fan_in**0.5, 0.01
+            elif scheme == "tanh_fix":  # the lecture's hand-picked numbers (for fan_in 30)
+                w_scale, b_scale = 0.2, 0.01
+            else:  # naive and softmax_fix leave the hidden layers at N(0, 1)
+                w_scale, b_scale = 1.0, 1.0
             lin.weight.copy_(randn(lin.weight.shape) * w_scale)
             if lin.bias is not None:
                 lin.bias.copy_(randn(lin.bias.shape) * b_scale)
@@ -189,6 +193,6 @@ class MLP(nn.Module):
         T = self.config.block_size
         if idx.shape[1] < T:  # a short context: the missing characters are the boundary, id 0
             idx = F.pad(idx, (T - idx.shape[1], 0), value=0)
-        logits = self.net(idx[:, -T:])  # (B, V)
+        logits = self.net(idx[:, -T:])  # (B, V); of a longer context only the last T characters count
         loss = None if targets is None else F.cross_entropy(logits, targets)
         return logits, loss
