@@ -138,8 +138,10 @@ class Attribution:
         return self.to_html()
 
     def save_html(self, path, t: int | None = None) -> None:
-        """Write the HTML view to a file."""
-        Path(path).write_text(self.to_html(t), encoding="utf-8")
+        """Write the HTML view to a file, as a whole page."""
+        from nanogpt.attribution_views import html_page
+
+        Path(path).write_text(html_page(self, t), encoding="utf-8")
 
     def plot(self, ax=None):
         """The (T, L) score matrix as a matplotlib Figure."""
@@ -390,20 +392,24 @@ def attribute(model, ids, *, positions=None, tokens=None, **options) -> Attribut
     return _result(tokens, targets, scores, f[:, 0], f[:, 1], plan)
 
 
+def baseline_option(tokenizer, baseline: str):
+    """'zero' and 'mean' as they are; a single character becomes its token id."""
+    if baseline in ("zero", "mean"):
+        return baseline
+    ids = tokenizer.encode(baseline) if baseline else []  # unknown characters: a UserError
+    if len(ids) != 1:
+        raise UserError(f"baseline must be 'zero', 'mean' or one character, not {baseline!r}")
+    return ids[0]
+
+
 def attribute_text(model, tokenizer, text: str, *, baseline="zero", **options) -> Attribution:
     """`attribute` on a string: encodes it; a one-character baseline means that token's embedding."""
     if not text:
         raise UserError("the text to attribute is empty")
     ids = tokenizer.encode(text)  # a UserError names any character outside the vocabulary
-    shown = baseline
-    if isinstance(baseline, str) and baseline not in ("zero", "mean"):
-        base_ids = tokenizer.encode(baseline)
-        if len(base_ids) != 1:
-            raise UserError(f"baseline must be 'zero', 'mean' or one character, not {baseline!r}")
-        baseline = base_ids[0]
-    result = attribute(model, ids, tokens=[tokenizer.decode([i]) for i in ids], baseline=baseline,
-                       **options)
-    result.settings["baseline"] = shown  # the character, not its id, for people to read
+    result = attribute(model, ids, tokens=[tokenizer.decode([i]) for i in ids],
+                       baseline=baseline_option(tokenizer, baseline), **options)
+    result.settings["baseline"] = baseline  # the character, not its id, for people to read
     return result
 
 

@@ -79,9 +79,9 @@ def terminal_view(result, t: int | None = None, color: bool | None = None, top: 
         cells = [f"{result.tokens[s]!r:>6} {row[s]:+.3f}" for s in range(start, t)]
         lines += ["  ".join(cells[k:k + 8]) for k in range(0, len(cells), 8)]
         lines.append(f"{'->':>6} {result.tokens[t]!r}")
-    lines.append(f"per target: F, dF, delta, and the {top} strongest contributions")
+    lines.append(f"per target: F, dF, delta, and the {top} strongest contributions (position:char)")
     for i, tt in enumerate(result.targets.tolist()):
-        best = "  ".join(f"{result.tokens[s]!r} {v:+.3f}" for s, v in top_contributors(result, tt, top))
+        best = "  ".join(f"{s}:{result.tokens[s]!r} {v:+.3f}" for s, v in top_contributors(result, tt, top))
         lines.append(f"{tt:5d} {result.tokens[tt]!r:>6} F={result.f_input[i]:+.3f} "
                      f"dF={result.dF[i]:+.3f} delta={result.delta[i]:+.1e} | {best}")
     return "\n".join(lines)
@@ -105,6 +105,7 @@ _JS = """
   var root = document.getElementById("{id}"), D = {data};
   var spans = root.querySelectorAll(".txt span"), cap = root.querySelector(".cap");
   var pinned = D.first, names = {logprob: "log p", prob: "p", logit: "logit"};
+  function signed(x, d) { return (x >= 0 ? "+" : "") + x.toFixed(d); }
   function colour(s, m) {
     var a = m > 0 ? Math.min(1, Math.abs(s) / m) : 0, e = s > 0 ? [178, 24, 43] : [33, 102, 172];
     return "rgb(" + e.map(function (c) { return Math.round(255 + a * (c - 255)); }).join(",") + ")";
@@ -120,8 +121,8 @@ _JS = """
       sp.classList.toggle("after", s > t);
     });
     cap.textContent = "target " + t + " " + JSON.stringify(spans[t].dataset.ch) + ": " +
-      (names[D.target] || "F") + " = " + D.f[r].toFixed(4) + ", baseline " + D.fb[r].toFixed(4) +
-      ", dF = " + (D.f[r] - D.fb[r]).toFixed(4) + ", delta = " + D.delta[r].toExponential(2);
+      (names[D.target] || "F") + " = " + signed(D.f[r], 4) + ", baseline " + signed(D.fb[r], 4) +
+      ", dF = " + signed(D.f[r] - D.fb[r], 4) + ", delta = " + D.delta[r].toExponential(2);
   }
   root.addEventListener("mouseover", function (e) {
     if (e.target.dataset.r !== undefined) show(+e.target.dataset.r);
@@ -175,6 +176,12 @@ def html_view(result, t: int | None = None) -> str:
             f'<div class="txt">{"".join(spans)}</div>'
             f'<div class="cap">{html.escape(settings)}; hover or click an underlined character</div>'
             f'<script>{_JS.replace("{id}", uid).replace("{data}", _script_json(data))}</script></div>')
+
+
+def html_page(result, t: int | None = None) -> str:
+    """The HTML view as a whole page, to open from a file (UTF-8 declared for '·' and '↵')."""
+    return ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>attribution</title></head>'
+            f"<body>{html_view(result, t)}</body></html>\n")
 
 
 # ----------------------------------------------------------------------------- matplotlib

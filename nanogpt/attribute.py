@@ -1,0 +1,133 @@
+"""Generate text, then show which earlier characters each generated character came from.
+
+    python -m nanogpt.attribute                              # runs/gpt-cpu/best.pt, 200 characters
+    python -m nanogpt.attribute --prompt "ROMEO:" --max-new-tokens 80 --position 40
+    python -m nanogpt.attribute --text "To be, or not to be" --method saliency --html tobe.html
+    make attribute ARGS="--steps 64 --rule middle"
+
+Prints the context of one generated character coloured by its integrated gradients, and one line
+per character with its strongest contributors; writes the interactive HTML view beside the
+checkpoint (or into --out-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from nanogpt.attribution import AGGREGATES, METHODS, RULES, TARGETS, attribute, baseline_option, quadrature
+from nanogpt.checkpoint import load_model, resolve
+from nanogpt.config import default_preset
+from nanogpt.errors import UserError
+from nanogpt.sample import generate, prompt_ids
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag becomes a one-line UserError instead of usage text."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `python -m nanogpt.attribute`."""
+    p = _Parser(prog="python -m nanogpt.attribute", description=__doc__.splitlines()[0],
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", default=f"runs/{default_preset()}/best.pt",
+                   help="checkpoint file, or a run folder (its best.pt)")
+    p.add_argument("--text", default=None, help="attribute this text instead of generating")
+    p.add_argument("--prompt", default="", help="text to continue (empty: start from a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="characters to generate")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--seed", type=int, default=1337, help="seed of the sampling draws")
+    p.add_argument("--method", default="ig", choices=METHODS,
+                   help="integrated gradients, plain gradient, or gradient * input")
+    p.add_argument("--target", default="logprob", choices=TARGETS,
+                   help="what to explain: log p(c_t | c_<t), p, or the logit of c_t")
+    p.add_argument("--baseline", default="zero",
+                   help="where the path starts: zero, mean (of the embedding table) or one character")
+    p.add_argument("--steps", type=int, default=32, help="quadrature points along the path")
+    p.add_argument("--rule", default="gauss-legendre", choices=RULES, help="quadrature rule")
+    p.add_argument("--aggregate", default="sum", choices=AGGREGATES,
+                   help="over embedding dimensions: signed sum (completeness holds) or L2 norm")
+    p.add_argument("--interpolate-positions", action="store_true",
+                   help="walk position embeddings too, from zero (pair with --baseline mean)")
+    p.add_argument("--position", type=int, default=None,
+                   help="attribute only the character at this position (default: every generated one)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="(alpha, target) rows per pass: bounds memory, never changes the result")
+    p.add_argument("--html", default=None,
+                   help="where to write the HTML view [default: attribution.html in --out-dir, "
+                        "else beside the checkpoint]")
+    p.add_argument("--out-dir", default=None, help="folder for the HTML view")
+    p.add_argument("--save", default=None, help="also save the result (.npz or .json)")
+    p.add_argument("--top", type=int, default=3, help="contributors listed per character")
+    p.add_argument("--no-color", action="store_true", help="numbers instead of 24-bit colour")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | mps")
+    return p
+
+
+def text_ids(model, tokenizer, args) -> tuple[list[int], int]:
+    """The ids to attribute and the first target position: --text as given, or a fresh sample."""
+    if args.text is not None:
+        if not args.text:
+            raise UserError("--text is empty: give some text, or leave it out to generate")
+        return tokenizer.encode(args.text), 1
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, not {args.max_new_tokens}")
+    prompt = prompt_ids(tokenizer, args.prompt)
+    device = model.wte.weight.device
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    # keep=block_size: nanoGPT's crop, so that each character was drawn from exactly the window
+    # of the last block_size characters that the attribution looks at.
+    out = generate(model, torch.tensor([prompt], device=device), args.max_new_tokens,
+                   temperature=args.temperature, generator=generator, keep=model.config.block_size)
+    return out[0].tolist(), max(1, len(prompt))
+
+
+def run(args):
+    """Load, generate (or take --text), attribute; return the result and the HTML path."""
+    from nanogpt.train import pick_device  # here, not on top: the training loop may import us
+
+    quadrature(args.rule, args.steps)  # a bad --steps fails before the model loads
+    model, tokenizer, ckpt = load_model(args.ckpt, pick_device(args.device))
+    if ckpt["stage"] != "gpt":
+        raise UserError(f"attribution needs a GPT checkpoint, {args.ckpt} holds a {ckpt['stage']!r}")
+    ids, first = text_ids(model, tokenizer, args)
+    positions = range(first, len(ids)) if args.position is None else [args.position]
+    result = attribute(model, ids, positions=positions, tokens=[tokenizer.decode([i]) for i in ids],
+                       method=args.method, target=args.target,
+                       baseline=baseline_option(tokenizer, args.baseline), steps=args.steps,
+                       rule=args.rule, aggregate=args.aggregate,
+                       interpolate_positions=args.interpolate_positions, batch_size=args.batch_size)
+    result.settings["baseline"] = args.baseline
+    if args.html:
+        html = Path(args.html)
+    else:
+        html = Path(args.out_dir or resolve(args.ckpt).parent) / "attribution.html"
+    html.parent.mkdir(parents=True, exist_ok=True)
+    result.save_html(html)
+    if args.save:
+        result.save(args.save)
+    return result, html
+
+
+def main(argv=None) -> int:
+    """The command line: `python -m nanogpt.attribute --help`."""
+    try:
+        args = build_parser().parse_args(argv)
+        result, html = run(args)
+        print(f"---------- {len(result.tokens)} characters ----------\n{result.text}\n----------")
+        print(result.to_terminal(args.position, color=False if args.no_color else None, top=args.top))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {html}" + (f" and {args.save}" if args.save else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
