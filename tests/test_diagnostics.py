@@ -1,0 +1,280 @@
+"""The diagnostics lens: what it measures, what it warns about, and what it writes."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nanogpt import diagnostics as D
+from nanogpt.gpt import GPT, GPTConfig
+from nanogpt.mlp import MLP, Linear, MLPConfig
+
+
+def deep_mlp(init="kaiming", batchnorm=False, seed=0):
+    """makemore part 3's deep net, smaller: 4 tanh layers of 48, in float64."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = MLPConfig(vocab_size=27, block_size=3, n_embd=10, n_hidden=48, n_layer=4,
+                    batchnorm=batchnorm, init=init)
+    return MLP(cfg, generator=g).double()
+
+
+def batch(n=64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 27, (n, 3), generator=g), torch.randint(0, 27, (n,), generator=g)
+
+
+class Net(nn.Module):
+    """A generic stand-in model: any nn.Sequential, with the course's forward(x, y) -> (logits, loss)."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        self.net = nn.Sequential(*layers).double()
+
+    def forward(self, x, y=None):
+        logits = self.net(x)
+        return logits, None if y is None else F.cross_entropy(logits, y)
+
+
+def saturations(snap):
+    return [s.saturation for s in snap.layers.values() if s.kind == "tanh"]
+
+
+def train_steps(model, monitor, lr, steps, seed=2, clip=0.0):
+    """A plain SGD loop that calls the monitor's five hooks where the engine does."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for step in range(steps):
+        x, y = batch(32, seed + step)
+        monitor.start_step(step)
+        _, loss = model(x, y)
+        loss.backward()
+        monitor.after_backward(step)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else math.inf)
+        monitor.before_update(step)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        monitor.after_update(step, loss=loss.item(), lr=lr, grad_norm=norm.item(),
+                             clipped=bool(clip and norm.item() > clip))
+
+
+# ----------------------------------------------------------------------------- what is measured
+
+
+def test_saturation_rises_when_first_layer_weights_are_scaled_up_five_times():
+    model = deep_mlp()
+    x, y = batch()
+    before = saturations(D.snapshot(model, x, y))
+    first = next(m for m in model.modules() if isinstance(m, Linear))
+    with torch.no_grad():
+        first.weight *= 5
+    after = saturations(D.snapshot(model, x, y))
+    assert after[0] > before[0] + 0.2
+    assert np.mean(after) > np.mean(before)
+
+
+def test_kaiming_init_has_less_saturation_than_naive_init():
+    x, y = batch()
+    naive = saturations(D.snapshot(deep_mlp("naive"), x, y))
+    kaiming = saturations(D.snapshot(deep_mlp("kaiming"), x, y))
+    assert min(naive) > 0.5  # N(0, 1) weights: most units stuck at +-1
+    assert max(kaiming) < min(naive) / 2
+    assert np.mean(kaiming) < D.MAX_SATURATION * 2
+
+
+def test_every_histogram_counts_every_element():
+    model = deep_mlp()
+    x, y = batch(50)
+    snap = D.snapshot(model, x, y)
+    for s in snap.layers.values():
+        assert s.hist.counts.sum() == 50 * 48
+        assert s.grad_hist.counts.sum() == 50 * 48
+    params = dict(model.named_parameters())
+    for w in snap.weights.values():
+        assert w.hist.counts.sum() == params[w.name].numel()
+    extreme = torch.tensor([-1e30, -math.inf, math.nan, 0.0, 1e30, math.inf, 3.0])
+    hist = D.histogram(extreme, span=1.0)
+    assert hist.counts.sum() == 7 and hist.counts[0] == 2 and hist.counts[-1] == 4
+    assert len(hist.edges) == len(hist.counts) + 1 and hist.edges[0] == -math.inf
+
+
+def test_update_ratio_matches_a_hand_computation_on_one_sgd_step():
+    model = Net(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    monitor = D.Monitor(model, every=1, log=lambda _: None)
+    x = torch.randn(8, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.arange(8) % 3
+    lr = 0.1
+    monitor.start_step(0)
+    model(x, y)[1].backward()
+    monitor.after_backward(0)
+    grads = [p.grad.clone() for p in (model.net[0].weight, model.net[2].weight)]
+    monitor.before_update(0)
+    torch.optim.SGD(model.parameters(), lr=lr).step()
+    monitor.after_update(0, loss=1.0, lr=lr)
+    after = [model.net[0].weight.detach().numpy(), model.net[2].weight.detach().numpy()]
+    by_hand = [np.log10(np.std(lr * g.numpy()) / np.std(w)) for g, w in zip(grads, after, strict=True)]
+    np.testing.assert_allclose(monitor.history.updates()[0], by_hand, rtol=1e-12)
+    assert monitor.history.weight_names == ["net.0.weight", "net.2.weight"]
+
+
+def test_grad_data_ratio_is_gradient_std_over_weight_std():
+    model = Net(nn.Linear(6, 4))
+    x, y = torch.randn(10, 6, dtype=torch.float64), torch.arange(10) % 4
+    snap = D.snapshot(model, x, y)
+    model(x, y)[1].backward()
+    w = model.net[0].weight
+    expected = w.grad.std(correction=0) / w.detach().std(correction=0)
+    assert snap.weights["net.0.weight"].grad_data == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_dead_units_follow_the_stated_rules():
+    relu = Net(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    gelu = Net(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 2))
+    for model in (relu, gelu):
+        with torch.no_grad():
+            model.net[0].bias[:3] = -100.0  # half the units never open
+    x, y = torch.randn(20, 4, dtype=torch.float64), torch.arange(20) % 2
+    assert D.snapshot(relu, x, y).layers["net.1"].dead == pytest.approx(0.5)
+    assert D.snapshot(gelu, x, y).layers["net.1"].dead == pytest.approx(0.5)
+
+
+def test_gpt_tracks_attention_mlp_and_gelu_outputs_of_every_block():
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
+    model = GPT(cfg).double()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 11, (3, 8), generator=g), torch.randint(0, 11, (3, 8), generator=g)
+    snap = D.snapshot(model, x, y)
+    kinds = [(name, s.kind) for name, s in snap.layers.items()]
+    assert kinds == [("blocks.0.attn", "attention"), ("blocks.0.mlp", "mlp"), ("blocks.0.mlp.gelu", "gelu"),
+                     ("blocks.1.attn", "attention"), ("blocks.1.mlp", "mlp"), ("blocks.1.mlp.gelu", "gelu")]
+    assert all(s.grad_std is not None and s.grad_std > 0 for s in snap.layers.values())
+    assert snap.layers["blocks.0.mlp.gelu"].hist.counts.sum() == 3 * 8 * 32
+    assert "head.weight" in snap.weights and "wte.weight" in snap.weights
+
+
+def test_snapshot_leaves_no_hooks_gradients_or_changed_batchnorm_statistics():
+    model = deep_mlp(batchnorm=True)
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    D.snapshot(model, *batch())
+    assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
+    assert all(p.grad is None for p in model.parameters())
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_monitor_measures_early_steps_and_every_nth_then_removes_its_hooks():
+    model = deep_mlp()
+    monitor = D.Monitor(model, every=4, log=lambda _: None)
+    train_steps(model, monitor, lr=0.1, steps=13)
+    assert [s.step for s in monitor.history.snapshots] == [0, 1, 2, 4, 5, 8, 10, 12]
+    assert len(monitor.history.steps) == 13 and monitor.history.updates().shape == (13, 6)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_only_the_first_micro_batch_of_a_step_is_measured():
+    model = Net(nn.Linear(3, 4), nn.Tanh())
+    monitor = D.Monitor(model, every=1, log=lambda _: None)
+    small, large = torch.zeros(5, 3, dtype=torch.float64), torch.full((5, 3), 9.0, dtype=torch.float64)
+    monitor.start_step(0)
+    model(small)[0].sum().backward()
+    model(large)[0].sum().backward()
+    monitor.after_backward(0)
+    stats = monitor.history.snapshots[0].layers["net.1"]
+    assert stats.mean == pytest.approx(torch.tanh(model.net[0].bias).mean().item())
+
+
+# ----------------------------------------------------------------------------- warnings
+
+
+@pytest.mark.parametrize("lr, words", [(10.0, "too high"), (1e-6, "too low")])
+def test_learning_rate_far_off_triggers_the_update_warning(lr, words):
+    model = deep_mlp()
+    messages = []
+    monitor = D.Monitor(model, every=5, log=messages.append)
+    train_steps(model, monitor, lr=lr, steps=12)
+    problems = monitor.finish()
+    assert any(p.check == "update" and words in p.message for p in problems)
+    assert words in messages[-1]  # the printed report says it
+
+
+def test_a_good_learning_rate_passes_the_update_check():
+    model = deep_mlp()
+    monitor = D.Monitor(model, every=5, log=lambda _: None)
+    train_steps(model, monitor, lr=0.1, steps=12)
+    assert -4 < D.median_update(monitor.history) < -2
+    assert not [p for p in monitor.finish() if p.check in ("update", "nan")]
+
+
+def test_saturated_tanh_is_warned_about_during_training():
+    messages = []
+    model = deep_mlp("naive")
+    train_steps(model, D.Monitor(model, every=10, log=messages.append), lr=0.01, steps=2)
+    assert any("warning at step 0" in m and "saturated" in m for m in messages)
+
+
+def test_activation_std_collapsing_with_depth_is_reported():
+    layers = []
+    for _ in range(4):
+        layers += [nn.Linear(16, 16), nn.Tanh()]
+    model = Net(*layers, nn.Linear(16, 3))
+    with torch.no_grad():
+        for lin in model.net[:-1:2]:
+            lin.weight *= 0.3  # each layer shrinks the signal
+            lin.bias.zero_()
+    x, y = torch.randn(32, 16, dtype=torch.float64), torch.arange(32) % 3
+    assert [p.where for p in D.check_snapshot(D.snapshot(model, x, y)) if p.check == "depth"] == ["tanh"]
+
+
+def test_a_head_scaled_down_at_init_stands_out_in_grad_data():
+    # makemore part 3: the output layer, multiplied by 0.01 at init, learns far faster at first
+    problems = D.check_snapshot(D.snapshot(deep_mlp(), *batch()))
+    assert [p.where for p in problems if p.check == "grad_data"] == ["net.layers.10.weight"]
+
+
+def test_nan_loss_and_constant_clipping_are_reported():
+    model = deep_mlp()
+    monitor = D.Monitor(model, every=1, log=lambda _: None)
+    train_steps(model, monitor, lr=0.1, steps=3, clip=1e-6)
+    monitor.after_update(3, loss=math.nan, lr=0.1, grad_norm=1.0, clipped=True)
+    checks = {p.check for p in monitor.finish()}
+    assert {"nan", "clipping"} <= checks
+
+
+def test_every_must_be_at_least_one():
+    from nanogpt.errors import UserError
+
+    with pytest.raises(UserError, match="at least 1"):
+        D.Monitor(Net(nn.Linear(2, 2)), every=0)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_finish_writes_data_report_and_plots_that_load_back(tmp_path):
+    model = deep_mlp(batchnorm=True)
+    monitor = D.Monitor(model, every=3, log=lambda _: None)
+    train_steps(model, monitor, lr=0.1, steps=4)
+    monitor.finish(tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"diagnostics.npz", "health.txt", "update_ratios.png", "training.png",
+            "activations_step0.png", "activation_grads_step3.png", "weight_grads_step3.png"} <= names
+    assert "OK" in (tmp_path / "health.txt").read_text()
+    loaded, saved = D.History.load(tmp_path), monitor.history
+    assert loaded.steps == saved.steps and loaded.weight_names == saved.weight_names
+    np.testing.assert_allclose(loaded.updates(), saved.updates())
+    for a, b in zip(loaded.snapshots, saved.snapshots, strict=True):
+        assert a.step == b.step and a.table() == b.table()
+        name = next(iter(b.layers))
+        np.testing.assert_array_equal(a.layers[name].grad_hist.counts, b.layers[name].grad_hist.counts)
+
+
+def test_plots_return_figures_and_print_the_numbers_they_draw(capsys):
+    model = deep_mlp()
+    monitor = D.Monitor(model, every=1, log=lambda _: None)
+    train_steps(model, monitor, lr=0.1, steps=2)
+    snap = monitor.history.snapshots[-1]
+    for plot in (D.plot_activations, D.plot_activation_grads, D.plot_weight_grads):
+        assert plot(snap).axes
+    assert D.plot_update_ratios(monitor).axes and D.plot_training(monitor.history).axes
+    out = capsys.readouterr().out
+    assert "saturated" in out and "grad:data" in out and "update:data over the last" in out
