@@ -115,7 +115,8 @@ def set_rng_state(state: dict, **generators: torch.Generator) -> None:
 
 def versions() -> dict:
     """The versions that made a checkpoint, for the curious reader of an old file."""
-    return {"torch": str(torch.__version__), "numpy": str(np.__version__), "python": platform.python_version()}
+    return {"torch": str(torch.__version__), "numpy": str(np.__version__),
+            "python": platform.python_version()}
 
 
 # ----------------------------------------------------------------------------- files

@@ -89,14 +89,14 @@ PRESETS: dict[str, TrainConfig] = {
     # Stage 1: a table of next-character logits, trained by gradient descent.
     "bigram": TrainConfig(
         stage="bigram", block_size=32, batch_size=32, optimizer="adamw", lr=3e-2, min_lr=3e-3,
-        warmup_iters=0, weight_decay=0.0, grad_clip=0.0, max_iters=3000, eval_interval=500,
-        eval_iters=50, log_interval=50),
+        warmup_iters=0, weight_decay=0.0, grad_clip=0.0, max_iters=1500, eval_interval=500,
+        eval_iters=50, log_interval=50, threads=1),
     # Stage 2: makemore part 3's recipe (SGD 0.1 -> 0.01 at 75%, batch 32, no clipping, no decay).
     "mlp": TrainConfig(
         stage="mlp", block_size=8, n_embd=24, n_hidden=256, n_layer=2, batchnorm=True,
         optimizer="sgd", lr=0.1, lr_schedule="step", step_decay_at=0.75, warmup_iters=0,
         weight_decay=0.0, grad_clip=0.0, batch_size=32, max_iters=60000, eval_interval=10000,
-        eval_iters=50, log_interval=500),
+        eval_iters=50, log_interval=500, threads=1),
     # Stage 3 on a 2-core CPU: the best val loss that ten minutes buy.
     "gpt-cpu": TrainConfig(
         n_layer=4, n_head=4, n_embd=192, block_size=128, batch_size=32, dropout=0.0, bias=False,

@@ -190,7 +190,8 @@ class Batches:
             ids, T = self.splits[split], self.block_size
             n = (len(ids) - 1) // T
             X, Y = ids[: n * T].view(n, T), ids[1 : n * T + 1].view(n, T)  # (n, T) each
-            rows = max(1, rows // T)
+            # about `rows` positions a batch, and at most 4M logits (GPT-2's vocabulary is large)
+            rows = max(1, min(rows // T, 2**22 // (T * self.tokenizer.vocab_size)))
         else:
             X, Y = self.splits[split]
             Y = Y[:, None] if self.unsqueeze else Y

@@ -1,0 +1,195 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanogpt.config import preset
+from nanogpt.errors import UserError
+from nanogpt.train import lr_at, make_optimizer, train
+
+ROOT = Path(__file__).resolve().parents[1]
+# A GPT small enough that a step takes milliseconds; float64 where runs are compared exactly.
+TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_iters=2, log_interval=1)
+TINY_FLAGS = ["--preset", "smoke", "--n-layer", "1", "--n-embd", "16", "--block-size", "16",
+              "--batch-size", "4", "--eval-iters", "2", "--log-interval", "1", "--dtype", "float64",
+              "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def small_text(tmp_path_factory, shakespeare):
+    """The first 60,000 characters of Tiny Shakespeare: the text form, at a tenth of the cost."""
+    path = tmp_path_factory.mktemp("data") / "small.txt"
+    path.write_text(shakespeare[:60_000])
+    return str(path)
+
+
+def tiny(out_dir, **kw):
+    return preset("smoke", **{**TINY, "out_dir": str(out_dir), **kw})
+
+
+def records(out_dir, kind="train"):
+    lines = (Path(out_dir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def losses(out_dir):
+    return {r["iter"]: r["loss"] for r in records(out_dir)}
+
+
+def start(args, **kw):
+    """`python -m nanogpt.train ARGS` in a child process whose printed lines we can read."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "nanogpt.train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **kw)
+
+
+def read_until(proc, words):
+    """Lines the child prints, up to the first holding `words` (blocks on the pipe, no sleeping)."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if words in line:
+            return seen
+    raise AssertionError(f"the child ended without printing {words!r}:\n{''.join(seen)}")
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def test_smoke_run_learns_and_writes_its_files(tmp_path):
+    result = train(tiny(tmp_path, max_iters=60, eval_interval=30, dtype="float32"), progress=False)
+    evals = records(tmp_path, "eval")
+    assert evals[0]["iter"] == 0 and abs(evals[0]["val_loss"] - math.log(65)) < 0.3
+    assert result["val_loss"] < evals[0]["val_loss"] - 0.5  # it learned something
+    assert result["iters"] == 60 and result["out_dir"] == str(tmp_path)
+    assert {"train_loss", "best_val_loss", "seconds"} <= set(result)
+    for name in ("last.pt", "best.pt", "metrics.jsonl", "loss.png"):
+        assert (tmp_path / name).is_file()
+    assert all(r["grad_norm"] > 0 for r in records(tmp_path))  # the norm before clipping is logged
+
+
+def test_evaluating_does_not_change_the_training_batches(tmp_path):
+    train(tiny(tmp_path / "often", max_iters=8, eval_interval=1, dropout=0.1, dtype="float64"),
+          progress=False)
+    train(tiny(tmp_path / "never", max_iters=8, eval_interval=1000, dropout=0.1, dtype="float64"),
+          progress=False)
+    assert losses(tmp_path / "often") == losses(tmp_path / "never")
+
+
+def test_resume_after_sigkill_continues_exactly(tmp_path):
+    args = TINY_FLAGS + ["--max-iters", "120", "--eval-interval", "1000", "--save-interval", "10",
+                         "--dropout", "0.1"]
+    train(tiny(tmp_path / "whole", max_iters=120, eval_interval=1000, save_interval=10, dropout=0.1,
+               dtype="float64", device="cpu"), progress=False)
+
+    child = start(args + ["--out-dir", str(tmp_path / "killed")])
+    read_until(child, "saved last.pt at iter 20")
+    child.send_signal(signal.SIGKILL)  # a real kill: no chance to save anything more
+    child.wait()
+    killed_at = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["iter"]
+    assert 20 <= killed_at < 120
+
+    train(tiny(tmp_path / "killed", resume=True), progress=False)  # the saved settings come back
+    whole, resumed = losses(tmp_path / "whole"), losses(tmp_path / "killed")
+    assert sorted(resumed) == sorted(whole) == list(range(1, 121))
+    assert all(abs(whole[i] - resumed[i]) < 1e-9 for i in whole)
+
+
+def test_ctrl_c_saves_last_pt_and_stops(tmp_path):
+    child = start(TINY_FLAGS + ["--max-iters", "100000", "--eval-interval", "100000",
+                                "--out-dir", str(tmp_path)])
+    read_until(child, "iter 0: train")  # the loop is running
+    child.send_signal(signal.SIGINT)
+    out = child.communicate()[0]
+    assert child.returncode == 130
+    stopped_at = int(out.split("interrupted at iter ")[1].split(":")[0])
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["iter"] == stopped_at
+
+
+def test_diverging_loss_stops_and_keeps_best_pt(tmp_path):
+    train(tiny(tmp_path, max_iters=10, eval_interval=5), progress=False)
+    before = (tmp_path / "best.pt").read_bytes()
+    with pytest.raises(UserError, match="diverged"):
+        train(tiny(tmp_path, max_iters=50, eval_interval=5, lr=1e30, min_lr=0.0, warmup_iters=0,
+                   grad_clip=0.0), progress=False)
+    assert (tmp_path / "best.pt").read_bytes() == before
+
+
+def test_two_processes_match_one_process_with_grad_accum(tmp_path):
+    # torchrun starts 2 CPU processes (gloo); each computes one of the two micro-batches
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "nanogpt.train", *TINY_FLAGS, "--max-iters", "6", "--eval-interval", "3",
+           "--grad-accum", "2", "--threads", "1", "--out-dir", str(tmp_path / "ddp")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 processes" in done.stdout and done.stdout.count("iter 3: train") == 1  # rank 0 speaks
+    train(tiny(tmp_path / "one", max_iters=6, eval_interval=3, grad_accum=2, dtype="float64"),
+          progress=False)
+    ddp, one = losses(tmp_path / "ddp"), losses(tmp_path / "one")
+    assert sorted(ddp) == sorted(one) == list(range(1, 7))
+    assert all(abs(ddp[i] - one[i]) < 1e-4 for i in one)
+    ddp_val = [r["val_loss"] for r in records(tmp_path / "ddp", "eval")]
+    one_val = [r["val_loss"] for r in records(tmp_path / "one", "eval")]
+    assert ddp_val == pytest.approx(one_val, abs=1e-4)
+
+
+def test_gpt2_tokens_train_with_tied_weights(tmp_path, small_text):
+    result = train(tiny(tmp_path, data=small_text, tokenizer="gpt2", tie_weights=True, max_iters=3,
+                        eval_interval=3),
+                   progress=False)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["tokenizer"] == {"kind": "gpt2"} and ckpt["model_config"]["vocab_size"] == 50257
+    assert math.isfinite(result["val_loss"])
+
+
+@pytest.mark.parametrize("stage, data", [("mlp", "text"), ("mlp", "names"), ("bigram", "text"),
+                                         ("bigram", "names")])
+def test_every_stage_trains_through_the_same_loop(tmp_path, small_text, stage, data):
+    pytest.importorskip(f"nanogpt.{stage}")
+    cfg = preset(stage, data=small_text if data == "text" else data, max_iters=30, eval_interval=15,
+                 eval_iters=2, log_interval=5, batch_size=16, out_dir=str(tmp_path),
+                 **({"n_hidden": 32} if stage == "mlp" else {}))
+    result = train(cfg, progress=False)
+    first = records(tmp_path, "eval")[0]["val_loss"]
+    assert result["val_loss"] < first  # the final losses are on the full splits
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["stage"] == stage
+
+
+def test_a_confident_init_is_warned_about(tmp_path, capsys):
+    pytest.importorskip("nanogpt.mlp")
+    train(preset("mlp", data="names", init="naive", n_hidden=16, max_iters=1, eval_iters=1,
+                 out_dir=str(tmp_path)), progress=False)
+    assert "warning: the loss at init" in capsys.readouterr().out
+
+
+def test_time_budget_sets_max_iters(tmp_path):
+    result = train(tiny(tmp_path, max_iters=10**6, max_minutes=0.05, eval_interval=10**6), progress=False)
+    budget = records(tmp_path, "budget")
+    assert len(budget) == 1 and result["iters"] == budget[0]["max_iters"] < 10**6
+
+
+# ----------------------------------------------------------------------------- the pieces
+
+
+def test_learning_rate_schedules():
+    cfg = preset("smoke", lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+    assert lr_at(0, cfg) == pytest.approx(1 / 11) and lr_at(10, cfg) == 1.0
+    assert lr_at(60, cfg) == pytest.approx(0.55) and lr_at(110, cfg) == pytest.approx(0.1)
+    step = preset("mlp", lr=0.1, warmup_iters=0, max_iters=100, step_decay_at=0.75)
+    assert lr_at(74, step) == 0.1 and lr_at(75, step) == pytest.approx(0.01)
+
+
+def test_weight_decay_only_on_matrices():
+    from nanogpt.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4, bias=True))
+    opt = make_optimizer(model, preset("smoke", weight_decay=0.1), "cpu")
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decayed["params"])
+    assert plain["weight_decay"] == 0.0 and all(p.dim() == 1 for p in plain["params"])
