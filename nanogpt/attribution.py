@@ -331,12 +331,12 @@ def attribute_loop(model, ids, *, positions=None, tokens=None, **options) -> Att
             window = ids[start:t]  # (L,) the context the model sees when it predicts ids[t]
             L, nxt = len(window), ids[t]
             mean_grad = 0
-            for a in range(0, len(plan.alphas), plan.batch_size):  # the path, a chunk at a time
-                alphas = plan.alphas[a:a + plan.batch_size]
+            for k in range(0, len(plan.alphas), plan.batch_size):  # the path, a chunk at a time
+                alphas, weights = plan.alphas[k:k + plan.batch_size], plan.weights[k:k + plan.batch_size]
                 J = len(alphas)
-                reads = torch.full((J,), L - 1, device=device)
+                reads = torch.full((J,), L - 1, device=device)  # F is read at the window's end
                 g = gradients(model, window.expand(J, L), reads, nxt.expand(J), alphas, plan)
-                mean_grad = mean_grad + (plan.weights[a:a + J].view(-1, 1, 1) * g).sum(0)
+                mean_grad = mean_grad + (weights.view(-1, 1, 1) * g).sum(0)  # (L, C)
             scores[i, start:t] = scores_from_gradient(model, window, mean_grad, plan)
             reads = torch.full((2,), L - 1, device=device)
             f_x[i], f_b[i] = values(model, window.expand(2, L), reads, nxt.expand(2), ends, plan)

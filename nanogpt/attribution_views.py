@@ -144,6 +144,7 @@ def _script_json(obj) -> str:
 def html_view(result, t: int | None = None) -> str:
     """A self-contained page fragment (inline CSS and JS, no network) with the heat map of target t."""
     t = _default_target(result, t)
+    row, start = result.row(t), result.window(t)[0]  # a UserError when t was not attributed
     digest = hashlib.sha1(result.scores.tobytes() + result.text.encode()).hexdigest()[:8]
     uid = f"nga-{digest}-{next(_ids)}"
     row_of = {tt: r for r, tt in enumerate(result.targets.tolist())}
@@ -153,7 +154,6 @@ def html_view(result, t: int | None = None) -> str:
                 rows=[[float(f"{v:.4g}") for v in result.scores[r, s:tt]]
                       for r, (s, tt) in enumerate(zip(starts, result.targets.tolist(), strict=True))],
                 f=result.f_input.tolist(), fb=result.f_baseline.tolist(), delta=result.delta.tolist())
-    row, start = result.row(t), result.window(t)[0]
     scale = float(np.abs(row).max())
     spans = []
     for s, token in enumerate(result.tokens):
