@@ -185,9 +185,12 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
     """Extend each row of idx (B, T) by max_new_tokens tokens: returns (B, T + max_new_tokens).
 
     Works for every stage. A context longer than block_size is cropped to its last block_size
-    tokens (they are returned whole); from there the window follows `context_window` with
-    `keep` (default block_size // 2 for a GPT). Every random draw comes from `generator`
-    (torch's global one when None). Dropout is off while sampling.
+    tokens (the whole of it is returned); from there the window follows `context_window` with
+    `keep` (default block_size // 2 for a GPT, so that its KV cache pays off). keep=block_size
+    is nanoGPT's generate exactly: crop to the last block_size tokens at every step. Either
+    way the model never sees more than block_size tokens, and `use_cache` changes only the
+    speed. Every random draw comes from `generator` (torch's global one when None). Dropout is
+    off while sampling.
     """
     check_options(temperature, top_k, top_p, sampler, max_new_tokens)
     if idx.dim() != 2 or idx.shape[1] == 0:
