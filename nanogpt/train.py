@@ -628,6 +628,9 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the loop started, or a second Ctrl-C: nothing to save
+        print("interrupted", file=sys.stderr)
+        return 130
     return 130 if result["interrupted"] else 0
 
 

@@ -168,6 +168,12 @@ def test_a_confident_init_is_warned_about(tmp_path, capsys):
     assert "warning: the loss at init" in capsys.readouterr().out
 
 
+def test_diagnostics_hook_into_the_loop(tmp_path):
+    pytest.importorskip("nanogpt.diagnostics")
+    train(tiny(tmp_path, max_iters=4, eval_interval=4, diag=True, diag_every=2), progress=False)
+    assert (tmp_path / "diagnostics.npz").is_file() and (tmp_path / "health.txt").is_file()
+
+
 def test_time_budget_sets_max_iters(tmp_path):
     result = train(tiny(tmp_path, max_iters=10**6, max_minutes=0.05, eval_interval=10**6), progress=False)
     budget = records(tmp_path, "budget")
