@@ -249,12 +249,14 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, progress: bool = True):
         self.t0 = time.time()
         self.out = Path(cfg.out_dir)
-        ckpt = None
+        ckpt, ignored = None, []
         if cfg.resume:  # the saved settings win, except where the run happens
             ckpt = load_checkpoint(self.out / "last.pt")
             saved = TrainConfig.from_dict(ckpt["config"])
             for name in RESUME_MAY_CHANGE:
                 setattr(saved, name, getattr(cfg, name))
+            ignored = [f"{k}={getattr(cfg, k)!r} (saved {v!r})" for k, v in saved.to_dict().items()
+                       if k != "preset" and getattr(cfg, k) != v]
             cfg = saved
         self.cfg = cfg
         self.rt = rt = setup_runtime(cfg)
@@ -296,6 +298,9 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self._open_metrics(resumed=ckpt is not None)
             self._describe(resumed=ckpt is not None)
+            if ignored:
+                self.say("note: a resumed run keeps the settings saved in last.pt; ignored: "
+                         + ", ".join(ignored[:6]) + (" ..." if len(ignored) > 6 else ""))
 
     # --------------------------------------------------------------- telling what happens
 
@@ -317,7 +322,8 @@ class Trainer:
         if not isinstance(rt.autocast, nullcontext):
             where += " with bfloat16 autocast"
         if rt.device_type == "cpu":
-            where += f", {torch.get_num_threads()} threads"
+            n = torch.get_num_threads()
+            where += f", {n} thread" + ("s" if n > 1 else "")
         if rt.world > 1:
             where += f", {rt.world} processes"
         self.say(f"device {where}; {cfg.max_iters} steps of {cfg.grad_accum} x "
