@@ -11,7 +11,8 @@ _shared = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "NANOGPT_DATA_DIR" not in os.environ and _shared.is_dir():
     os.environ["NANOGPT_DATA_DIR"] = str(_shared)
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tiny models: one thread avoids thread start-up and contention costs that dwarf the arithmetic.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
