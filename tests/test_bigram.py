@@ -9,15 +9,6 @@ from nanogpt.data import load_text, split_text
 from nanogpt.tokenizer import CharTokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine stall each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def names():
     words = load_text("names").splitlines()

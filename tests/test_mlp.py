@@ -8,15 +8,6 @@ from nanogpt.data import context_examples, load_text, sample_examples, split_nam
 from nanogpt.mlp import INITS, MLP, TANH_GAIN, BatchNorm1d, Linear, MLPConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine stall each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**kw):
     cfg = dict(vocab_size=27, block_size=3, n_embd=10, n_hidden=64)
     return MLP(MLPConfig(**{**cfg, **kw}), generator=torch.Generator().manual_seed(0))
