@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from nanogpt import data as datalib
 from nanogpt.checkpoint import (
+    FORMAT,
     build_model,
     clean_state_dict,
     load_checkpoint,
@@ -428,7 +429,7 @@ class Trainer:
     def checkpoint(self) -> dict:
         """Everything needed to continue this run exactly, in plain values and tensors."""
         return {
-            "format": 1,
+            "format": FORMAT,
             "model": clean_state_dict(self.model),
             "optimizer": self.optimizer.state_dict(),
             "config": self.cfg.to_dict(),
@@ -451,13 +452,15 @@ class Trainer:
         return f"saved {' and '.join(names)} at iter {self.iter}"
 
     def check_finite(self, value: float, what: str):
+        """Stop the run (writing nothing more) when a loss is NaN or infinite."""
         if not math.isfinite(value):
             kept = f"best.pt (val {self.best_val:.4f}) is kept" if math.isfinite(self.best_val) else \
-                "no checkpoint was written"
+                "this run wrote no best.pt"
             raise UserError(f"the {what} is {value} at iter {self.iter}: training diverged and "
                             f"stopped; {kept}; try a lower --lr or --grad-clip 1")
 
-    def eval_and_save(self):
+    def eval_and_save(self) -> dict:
+        """Evaluate, log, and write last.pt (and best.pt when val improved)."""
         losses = self.evaluate()
         for split, value in losses.items():
             self.check_finite(value, f"{split} loss")
