@@ -119,6 +119,16 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
+PRESET_NOTES = {
+    "bigram": "stage 1, the neural bigram on Shakespeare (seconds)",
+    "mlp": "stage 2, makemore part 3's MLP with BatchNorm on Shakespeare (a couple of minutes)",
+    "gpt-cpu": "stage 3 on a CPU: the best val loss in a 9.5-minute budget",
+    "gpt-cpu-fast": "stage 3 on a CPU in about 100 seconds",
+    "gpt-gpu": "stage 3 on a GPU: nanoGPT's baby GPT, 6 x 384, 5000 steps",
+    "smoke": "a tiny GPT in seconds, for tests",
+}
+
+
 def default_preset() -> str:
     """gpt-gpu where CUDA is present, gpt-cpu everywhere else."""
     import torch
@@ -194,6 +204,10 @@ def dashed(name: str) -> str:
 # ----------------------------------------------------------------------------- command line
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, and the list of presets kept as written."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag becomes a one-line UserError instead of usage text."""
 
@@ -201,23 +215,25 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def build_parser(description: str = "Train a model.") -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     """One flag per TrainConfig field; the defaults shown are those of the default CPU preset."""
     shown = PRESETS["gpt-cpu"]
-    epilog = ("presets: " + ", ".join(PRESETS) + ". With no --preset: gpt-gpu when CUDA is present, "
-              "else gpt-cpu. A flag overrides the preset's value. With --resume the run continues "
-              "from out_dir/last.pt with the settings saved there (only device, compile, threads "
-              "and diag settings may change).")
-    parser = _Parser(description=description, epilog=epilog,
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--preset", default=None, help="settings to start from (see below) "
-                        "[default: gpt-gpu with CUDA, else gpt-cpu]")
+    description = ("Train a model, from the bigram to the GPT, with one loop. Start from a --preset "
+                   "and override any of its settings with the flags below; the defaults shown are "
+                   "the gpt-cpu preset's.")
+    epilog = "presets:\n" + "\n".join(f"  {k:13s} {v}" for k, v in PRESET_NOTES.items()) + (
+        "\n\nWith --resume the run in --out-dir continues exactly from its last.pt, with the "
+        "settings saved there\n(only device, compile, threads and diag may change).")
+    parser = _Parser(prog="python -m nanogpt.train", description=description, epilog=epilog,
+                     formatter_class=_HelpFormatter)
+    parser.add_argument("--preset", default=argparse.SUPPRESS,
+                        help="settings to start from (default: gpt-gpu with CUDA, else gpt-cpu)")
     for f in fields(TrainConfig):
         if f.name == "preset":
             continue
         default = getattr(shown, f.name)
         kind = {"bool": bool, "int": int, "float": float, "str": str}[f.type]
-        text = f.metadata["help"] + f" [gpt-cpu: {default!r}]"
+        text = f.metadata["help"] + f" (default: {default!r})"
         if kind is bool:
             parser.add_argument(f"--{dashed(f.name)}", action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=text)
@@ -230,5 +246,5 @@ def build_parser(description: str = "Train a model.") -> argparse.ArgumentParser
 def config_from_args(argv=None) -> TrainConfig:
     """The TrainConfig that a command line asks for: a preset, then its overrides, checked."""
     args = vars(build_parser().parse_args(argv))
-    name = args.pop("preset") or default_preset()
+    name = args.pop("preset", None) or default_preset()
     return preset(name, **args)

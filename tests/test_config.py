@@ -13,7 +13,8 @@ def test_help_lists_every_option_with_its_default():
     for f in fields(TrainConfig):
         if f.name != "preset":
             assert f"--{dashed(f.name)}" in text
-    assert "--preset" in text and "[gpt-cpu: 0.1]" in text  # weight_decay's default is shown
+    assert "--preset" in text and "(default: 0.1)" in text  # weight_decay's default is shown
+    assert all(name in text for name in PRESETS)
     assert "--max-minutes" in text and "measured over the first steps" in text
 
 
