@@ -234,9 +234,9 @@ def _grad_text(s: LayerStats) -> str:
     return "-" if s.grad_std is None else f"mean {s.grad_mean:+.2e}, std {s.grad_std:.2e}"
 
 
-def layer_line(s: LayerStats, grads: bool) -> str:
-    """One layer's numbers as makemore prints them beside a histogram."""
-    head = f"{s.name:{NAME_WIDTH}s} ({s.kind:9s}): "
+def layer_line(s: LayerStats, grads: bool, pad: bool = True) -> str:
+    """One layer's numbers as makemore prints them beside a histogram (pad: line up in columns)."""
+    head = f"{s.name:{NAME_WIDTH}s} ({s.kind:9s}): " if pad else f"{s.name} ({s.kind}): "
     if grads:
         return head + _grad_text(s)
     line = head + f"mean {s.mean:+.4f}, std {s.std:.4f}"
@@ -247,10 +247,11 @@ def layer_line(s: LayerStats, grads: bool) -> str:
     return line
 
 
-def weight_line(w: WeightStats) -> str:
-    """One weight's gradient numbers as makemore prints them."""
+def weight_line(w: WeightStats, pad: bool = True) -> str:
+    """One weight's gradient numbers as makemore prints them (pad: line up in columns)."""
     shape = "x".join(map(str, w.shape))
-    return (f"{w.name:{NAME_WIDTH}s} {shape:>9s}: grad mean {w.grad_mean:+.2e}, std {w.grad_std:.2e}, "
+    head = f"{w.name:{NAME_WIDTH}s} {shape:>9s}" if pad else f"{w.name} {shape}"
+    return (f"{head}: grad mean {w.grad_mean:+.2e}, std {w.grad_std:.2e}, "
             f"grad:data {w.grad_data:.2e}")
 
 
@@ -673,10 +674,9 @@ def _plot_layers(source, grads: bool, verbose: bool):
     for ax, kind in zip(axes, kinds, strict=True):
         for s in (s for s in layers if s.kind == kind):
             x, y = (s.grad_hist if grads else s.hist).density()
-            line = layer_line(s, grads)
             if verbose:
-                print(line)
-            ax.plot(x, y, label=" ".join(line.split()))
+                print(layer_line(s, grads))
+            ax.plot(x, y, label=layer_line(s, grads, pad=False))
         ax.set_title(f"{kind} layers: {what} (step {snap.step})")
         ax.legend(fontsize=7)
     return fig
@@ -698,10 +698,9 @@ def plot_weight_grads(source, verbose: bool = True):
     fig, (ax,) = _figure()
     for w in snap.weights.values():
         x, y = w.hist.density()
-        line = weight_line(w)
         if verbose:
-            print(line)
-        ax.plot(x, y, label=line)
+            print(weight_line(w))
+        ax.plot(x, y, label=weight_line(w, pad=False))
     ax.set_title(f"weight gradients (step {snap.step})")
     ax.legend(fontsize=7)
     return fig
