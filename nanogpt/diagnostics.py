@@ -35,7 +35,8 @@ from nanogpt.errors import UserError
 
 EARLY_STEPS = (0, 1, 2, 5, 10, 20, 50)  # always tracked: the first steps change the most
 HIST_BINS = 60  # equal bins over [-span, span]; one more bin on each side catches everything beyond
-HIST_SPAN = 4.0  # span = 4 x the tensor's rms (tanh outputs: exactly 1)
+HIST_SPAN = 4.0  # span = 4 x the tensor's rms
+TANH_SPAN = 1.0 + 1e-6  # tanh outputs: [-1, 1], a hair wider so that exact +-1 (saturated) stays inside
 SATURATED = 0.97  # |tanh| above this lets through under 1 - 0.97^2 = 6% of the gradient
 GELU_DEAD_INPUT = -3.0  # below this input a GELU's slope is under 0.013 in size
 # A unit (one feature: the last dimension) is dead when no row of the batch passes gradient through it:
@@ -114,16 +115,27 @@ class Histogram:
         return (inner[:-1] + inner[1:]) / 2, self.counts[1:-1] / max(self.counts.sum(), 1) / width
 
 
+def span_for(mean: float, std: float) -> float:
+    """HIST_SPAN x the rms, sqrt(mean^2 + std^2); 1 where that is 0 or not finite."""
+    span = HIST_SPAN * math.sqrt(mean * mean + std * std)
+    return span if math.isfinite(span) and span > 0 else 1.0
+
+
 def histogram(t: torch.Tensor, span: float | None = None) -> Histogram:
     """Bin every value of a tensor (none is lost); bins over +-HIST_SPAN x its rms unless `span`."""
-    t = t.detach().float().flatten()
+    t = _wide(t).flatten()
     if span is None:
-        span = HIST_SPAN * t.pow(2).mean().sqrt().item()
-        if not (math.isfinite(span) and span > 0):  # all zeros, or NaN somewhere
-            span = 1.0
-    inner = torch.linspace(-span, span, HIST_BINS + 1, device=t.device)
-    counts = torch.bincount(torch.bucketize(t, inner), minlength=HIST_BINS + 2)  # NaN: top bin
-    return Histogram(span, counts.cpu().numpy())
+        std, mean = torch.std_mean(t, correction=0)
+        span = span_for(mean.item(), std.item())
+    if t.numel() >= 2**24:  # float32 stops counting exactly at 2^24
+        t = t.double()
+    # One histc pass over HIST_BINS + 2 equal bins: the outer two lie just beyond +-span, and the
+    # clamp moves everything farther out (inf too) into them. histc skips only NaN.
+    w = 2 * span / HIST_BINS
+    counts = torch.histc(t.clamp(-span - w / 2, span + w / 2), HIST_BINS + 2, -span - w, span + w)
+    counts = counts.round().long().cpu().numpy()
+    counts[-1] += t.numel() - counts.sum()  # NaN goes to the top bin
+    return Histogram(span, counts)
 
 
 # ----------------------------------------------------------------------------- one step's numbers
@@ -149,29 +161,26 @@ def layer_stats(name: str, kind: str, out: torch.Tensor, inp: torch.Tensor | Non
     """Statistics of one layer's output; `inp`, its input, tells whether a GELU unit is dead."""
     x = _wide(out)
     rows = x.reshape(-1, x.shape[-1])  # (every position of the batch, units)
-    saturation = dead = None
+    std, mean = torch.std_mean(x, correction=0)
+    extra = {}
     if kind == "tanh":
         saturated = rows.abs() > SATURATED
-        saturation, dead = saturated.float().mean(), saturated.all(0).float().mean()
-    elif kind == "relu":
-        dead = (rows <= 0).all(0).float().mean()
+        extra = {"saturation": saturated.float().mean(), "dead": saturated.all(0).float().mean()}
+    elif kind == "relu":  # max over the batch: a reduction, no batch-sized temporary
+        extra = {"dead": (rows.amax(0) <= 0).float().mean()}
     elif kind == "gelu" and inp is not None:
-        dead = (inp.detach().reshape(rows.shape) < GELU_DEAD_INPUT).all(0).float().mean()
-    extra = [v for v in (saturation, dead) if v is not None]
-    mean, std, *extra = torch.stack([x.mean(), x.std(correction=0), *extra]).tolist()  # one sync
-    if saturation is not None:
-        saturation = extra.pop(0)
-    if dead is not None:
-        dead = extra.pop(0)
-    span = 1.0 if kind == "tanh" else None
-    return LayerStats(name, kind, mean, std, saturation, dead, histogram(x, span))
+        extra = {"dead": (inp.detach().reshape(rows.shape).amax(0) < GELU_DEAD_INPUT).float().mean()}
+    mean, std, *values = torch.stack([mean, std, *extra.values()]).tolist()  # one sync
+    found = dict(zip(extra, values, strict=True))
+    span = TANH_SPAN if kind == "tanh" else span_for(mean, std)
+    return LayerStats(name, kind, mean, std, found.get("saturation"), found.get("dead"), histogram(x, span))
 
 
 def add_grad_stats(stats: LayerStats, grad: torch.Tensor) -> None:
     """Fill in the statistics of the gradient with respect to a layer's output."""
-    g = _wide(grad)
-    stats.grad_mean, stats.grad_std = torch.stack([g.mean(), g.std(correction=0)]).tolist()
-    stats.grad_hist = histogram(g)
+    std, mean = torch.std_mean(_wide(grad), correction=0)
+    stats.grad_mean, stats.grad_std = torch.stack([mean, std]).tolist()
+    stats.grad_hist = histogram(grad, span_for(stats.grad_mean, stats.grad_std))
 
 
 @dataclass
@@ -193,9 +202,10 @@ class WeightStats:
 
 def weight_stats(name: str, p: torch.Tensor) -> WeightStats:
     """Statistics of one parameter's gradient (p.grad must be set)."""
-    g, d = _wide(p.grad), _wide(p)
-    grad_mean, grad_std, data_std = torch.stack([g.mean(), g.std(correction=0), d.std(correction=0)]).tolist()
-    return WeightStats(name, tuple(p.shape), grad_mean, grad_std, data_std, histogram(g))
+    grad_std, grad_mean = torch.std_mean(_wide(p.grad), correction=0)
+    grad_mean, grad_std, data_std = torch.stack([grad_mean, grad_std, _wide(p).std(correction=0)]).tolist()
+    return WeightStats(name, tuple(p.shape), grad_mean, grad_std, data_std,
+                       histogram(p.grad, span_for(grad_mean, grad_std)))
 
 
 @torch.no_grad()
@@ -498,7 +508,8 @@ class Monitor:
         self._history = History([n for n, _ in self.weights])
         self._current: Snapshot | None = None  # the tracked step in progress
         self._hooks: list = []
-        self._before: list[torch.Tensor] | None = None
+        self._before: list[torch.Tensor] = []  # the weights before the step, in buffers made once
+        self._before_step: int | None = None  # (a fresh copy each step costs more than the copy itself)
         self._pending: list[torch.Tensor] = []  # update ratios still on the device (no sync per step)
         self._warned: set[tuple[str, str]] = set()
 
@@ -535,15 +546,19 @@ class Monitor:
 
     def before_update(self, step: int) -> None:
         """Just before optimizer.step(): remember the weights, to measure the step it takes."""
-        self._before = [p.detach().clone() for _, p in self.weights]
+        if not self._before:
+            self._before = [torch.empty_like(p) for _, p in self.weights]
+        for buffer, (_, p) in zip(self._before, self.weights, strict=True):
+            buffer.copy_(p.detach())
+        self._before_step = step
 
     def after_update(self, step: int, loss: float, lr: float, grad_norm: float | None = None,
                      clipped: bool = False) -> None:
         """After optimizer.step(): record the update ratios and this step's loss, lr, norm, clipping."""
         h = self._history
-        if self._before is not None:
+        if self._before_step == step:
             self._pending.append(update_ratios(self._before, [p for _, p in self.weights]))
-            self._before = None
+            self._before_step = None
         else:
             self._pending.append(torch.full((len(self.weights),), math.nan))
         h.steps.append(step)
