@@ -7,8 +7,9 @@ A randomly initialised GPT of the gpt-cpu preset's shape (speed does not depend 
 generates the text from a one-character prompt; then every generated character is attributed to
 its window with integrated gradients (Gauss-Legendre, 32 steps), by `attribute` (every (alpha,
 target) pair a row of a batch, `--batch-size` rows a pass) and by `attribute_loop` (one
-character at a time, its alphas in passes of the same size), and on the shortest text also by
-the textbook loop, one pass per (character, alpha). All figures come from this one run.
+character at a time, its alphas in passes of the same size). Then the batched cost for shorter
+texts, and on 20 characters the textbook loop, one pass per (character, alpha). All figures come
+from this one run; CPU seconds beside wall seconds, since a shared machine blurs the latter.
 
 What to expect: both do the same arithmetic (each pair runs its target's window forward and
 back once), so the batched path wins only what fewer, larger passes save: per-operator
@@ -59,32 +60,43 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     steps = 4 if args.quick else args.steps
-    lengths = (16, 32) if args.quick else (50, 100, 200)
+    lengths = (8, 16, 32) if args.quick else (50, 100, 200)
+    textbook_length = 8 if args.quick else 20
     model = gpt_cpu_shaped()
     prompt = torch.zeros(1, 1, dtype=torch.long)
     text = generate(model, prompt, max(lengths), generator=torch.Generator().manual_seed(0),
                     keep=model.config.block_size)[0]
-    attribute(model, text[:8], steps=2)  # warm up
+    chars = lambda n: text[: n + 1]  # noqa: E731  (n generated characters after the prompt)
+    options = dict(steps=steps, batch_size=args.batch_size)
+    attribute(model, chars(8), steps=2)  # warm up
     print(f"GPT {model.config.n_layer} layers x {model.config.n_embd} wide, block "
           f"{model.config.block_size}, float32; Gauss-Legendre {steps} steps; "
           f"batch {args.batch_size} rows; {torch.get_num_threads()} threads\n")
-    print("| characters | loop s (CPU s) | batched s (CPU s) | loop / batched, wall "
-          "| loop / batched, CPU | batched CPU / shortest's | max abs difference |")
-    print("|---|---|---|---|---|---|---|")
-    first = None
-    for n in lengths:
-        ids = text[: n + 1]  # n generated characters after the prompt
-        w_loop, c_loop, slow = timed(attribute_loop, model, ids, steps=steps, batch_size=args.batch_size)
-        w_fast, c_fast, fast = timed(attribute, model, ids, steps=steps, batch_size=args.batch_size)
-        first = first or c_fast
-        diff = np.abs(fast.scores - slow.scores).max()
-        print(f"| {n} | {w_loop:.1f} ({c_loop:.1f}) | {w_fast:.1f} ({c_fast:.1f}) | "
-              f"{w_loop / w_fast:.2f}x | {c_loop / c_fast:.2f}x | {c_fast / first:.1f}x | {diff:.1e} |",
-              flush=True)
-    # The textbook loop, one pass per (character, alpha), on the shortest text only.
-    n = lengths[0]
-    w_one, c_one, _ = timed(attribute_loop, model, text[: n + 1], steps=steps, batch_size=1)
-    w_fast, c_fast, _ = timed(attribute, model, text[: n + 1], steps=steps, batch_size=args.batch_size)
+
+    n = lengths[-1]
+    w_loop, c_loop, slow = timed(attribute_loop, model, chars(n), **options)
+    w_fast, c_fast, fast = timed(attribute, model, chars(n), **options)
+    diff = np.abs(fast.scores - slow.scores).max()
+    print("| characters | per-character loop: s (CPU s) | batched: s (CPU s) | loop / batched, wall "
+          "| loop / batched, CPU | max abs difference |\n|---|---|---|---|---|---|")
+    print(f"| {n} | {w_loop:.1f} ({c_loop:.1f}) | {w_fast:.1f} ({c_fast:.1f}) | {w_loop / w_fast:.2f}x "
+          f"| {c_loop / c_fast:.2f}x | {diff:.1e} |\n", flush=True)
+
+    print("| characters | batched: s (CPU s) | ms per character | CPU cost / shortest's "
+          "| sum of window lengths / shortest's |\n|---|---|---|---|---|")
+    costs = {n: (w_fast, c_fast)}
+    for m in lengths[:-1]:
+        costs[m] = timed(attribute, model, chars(m), **options)[:2]
+    windows = {m: sum(min(t, model.config.block_size) for t in range(1, m + 1)) for m in lengths}
+    for m in lengths:
+        w, c = costs[m]
+        print(f"| {m} | {w:.1f} ({c:.1f}) | {1e3 * w / m:.0f} | {c / costs[lengths[0]][1]:.1f}x "
+              f"| {windows[m] / windows[lengths[0]]:.1f}x |", flush=True)
+
+    # The textbook loop, one pass per (character, alpha), on a short text only: it is slow.
+    n = textbook_length
+    w_one, c_one, _ = timed(attribute_loop, model, chars(n), steps=steps, batch_size=1)
+    w_fast, c_fast, _ = timed(attribute, model, chars(n), **options)
     print(f"\n| characters | one pass per (character, alpha): s (CPU s) | batched: s (CPU s) "
           f"| ratio, wall | ratio, CPU |\n|---|---|---|---|---|\n"
           f"| {n} | {w_one:.1f} ({c_one:.1f}) | {w_fast:.1f} ({c_fast:.1f}) | {w_one / w_fast:.1f}x "
