@@ -25,7 +25,10 @@ Speed. The textbook way runs one integrated-gradients computation per character
 pair as one row of a batch: a row holds its target's window, interpolated with its alpha, and
 reads F at its target. Rows are independent in a batch, so one backward of the batch's sum
 still gives each row its own gradient. Right-padding a shorter window with the characters that
-follow changes nothing, because the model is causal.
+follow changes nothing, because the model is causal. Both do the same arithmetic (every pair
+runs its window forward and back once); the batched path saves what fewer, larger passes save
+(bench/bench_attribution.py). One forward per alpha shared by all targets would not do better:
+keeping the targets apart then takes one backward per target over the whole sequence.
 """
 
 from __future__ import annotations
