@@ -316,12 +316,12 @@ class History:
         if not path.exists():
             raise UserError(f"no diagnostics at {path}: train with --diag first")
         a = np.load(path)
-        h = cls(list(a["weight_names"]), list(a["steps"]), list(a["loss"]), list(a["lr"]),
-                list(a["grad_norm"]), list(a["clipped"]), list(a["update_ratio"]))
-        layer_kinds = dict(zip(a["layer_names"], a["layer_kinds"], strict=True))
+        h = cls(a["weight_names"].tolist(), a["steps"].tolist(), a["loss"].tolist(), a["lr"].tolist(),
+                a["grad_norm"].tolist(), a["clipped"].tolist(), list(a["update_ratio"]))
+        layer_kinds = dict(zip(a["layer_names"].tolist(), a["layer_kinds"].tolist(), strict=True))
         for i, step in enumerate(a["snap_steps"]):
             snap = Snapshot(int(step), loss=_none(a["snap_loss"][i]))
-            for j, name in enumerate(a["layer_names"]):
+            for j, name in enumerate(a["layer_names"].tolist()):
                 v = {f: _none(a[f"layer_{f}"][i, j]) for f in _LAYER_FIELDS}
                 if v["mean"] is None:
                     continue
