@@ -494,6 +494,7 @@ class Trainer:
     # --------------------------------------------------------------- the loop
 
     def _on_sigint(self, signum, frame):
+        # Ctrl-C (SIGINT) and a polite kill (SIGTERM) both finish the step and save last.pt.
         if self.stop_requested:  # a second Ctrl-C: stop at once
             raise KeyboardInterrupt
         self.stop_requested = True
@@ -509,12 +510,13 @@ class Trainer:
     def run(self) -> dict:
         """Train to max_iters (or Ctrl-C); return the final losses and where the files are."""
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if main_thread else None
+        stops = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, self._on_sigint) for s in stops} if main_thread else {}
         try:
             return self._finish(interrupted=self._loop())
         finally:
-            if main_thread:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if self.rt.master:
                 self.metrics.close()
             if self.rt.own_group:

@@ -101,11 +101,12 @@ def test_resume_after_sigkill_continues_exactly(tmp_path):
     assert all(abs(whole[i] - resumed[i]) < 1e-9 for i in whole)
 
 
-def test_ctrl_c_saves_last_pt_and_stops(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_saves_last_pt_and_stops(tmp_path, sig):
     child = start(TINY_FLAGS + ["--max-iters", "100000", "--eval-interval", "100000",
                                 "--out-dir", str(tmp_path)])
     read_until(child, "iter 0: train")  # the loop is running
-    child.send_signal(signal.SIGINT)
+    child.send_signal(sig)
     out = child.communicate()[0]
     assert child.returncode == 130
     stopped_at = int(out.split("interrupted at iter ")[1].split(":")[0])
