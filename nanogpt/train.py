@@ -57,7 +57,7 @@ MODEL_FIELDS = {
 }
 # What may differ from the saved settings when a run is resumed: where and how it runs, not what.
 RESUME_MAY_CHANGE = ("device", "compile", "threads", "diag", "diag_every", "resume", "out_dir")
-CALIBRATION = (2, 12)  # --max-minutes times the steps in [start+2, start+12): past any warm-up
+CALIBRATION = (10, 60)  # --max-minutes times the steps in [start+10, start+60): 50 steps smooth out blips
 
 
 # ----------------------------------------------------------------------------- where it runs
