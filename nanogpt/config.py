@@ -125,7 +125,7 @@ PRESETS: dict[str, TrainConfig] = {
 PRESET_NOTES = {
     "bigram": "stage 1, the neural bigram on Shakespeare (seconds)",
     "mlp": "stage 2, makemore part 3's MLP with BatchNorm on Shakespeare (a couple of minutes)",
-    "gpt-cpu": "stage 3 on a CPU: the best val loss in a 9.7-minute budget (10 min with start-up and final eval)",
+    "gpt-cpu": "stage 3 on a CPU: the best val loss in 9.7 minutes (10 with start-up and final eval)",
     "gpt-cpu-fast": "stage 3 on a CPU in about 100 seconds",
     "gpt-gpu": "stage 3 on a GPU: nanoGPT's baby GPT, 6 x 384, 5000 steps",
     "smoke": "a tiny GPT in seconds, for tests",
