@@ -65,7 +65,7 @@ CHECKS = {  # what the health report checks, in its order
               f"[{UPDATE_RANGE[0]:g}, {UPDATE_RANGE[1]:g}]",
     "clipping": f"gradient clipped on at most {MAX_CLIP_FRACTION:.0%} of steps",
 }
-DPI = 80
+DPI = 64  # modest: a lecture with a dozen of these figures stays well under a megabyte
 NAME_WIDTH = 26  # printed tables line up for names up to blocks.0.attn.proj.weight
 
 
