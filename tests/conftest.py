@@ -20,3 +20,23 @@ def shakespeare():
     from nanogpt.data import load_text
 
     return load_text("shakespeare")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Every test module starts on one thread, even after a train() call that chose more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smoke_ckpt(tmp_path_factory):
+    """best.pt of the smoke preset's GPT after its 100 training steps, trained once per session."""
+    from nanogpt.config import preset
+    from nanogpt.train import train
+
+    out = tmp_path_factory.mktemp("smoke")
+    train(preset("smoke", out_dir=str(out)), progress=False)
+    return out / "best.pt"

@@ -1,31 +1,15 @@
 """The command line `python -m nanogpt.attribute`: generate, attribute, print, write HTML."""
 
 import pytest
-import torch
 
 from nanogpt.attribute import main
 from nanogpt.attribution import Attribution
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread: two threads' hand-offs cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A checkpoint of the smoke GPT after a few steps: enough to have a character vocabulary."""
-    from nanogpt.config import preset
-    from nanogpt.train import train
-
-    out = tmp_path_factory.mktemp("smoke")
-    train(preset("smoke", out_dir=str(out), max_iters=10, eval_interval=10, eval_iters=1),
-          progress=False)
-    return out / "best.pt"
+@pytest.fixture
+def ckpt(smoke_ckpt):
+    """The session's smoke checkpoint (tests/conftest.py)."""
+    return smoke_ckpt
 
 
 def run(capsys, *argv):

@@ -55,25 +55,13 @@ def tiny_gpt(dtype=torch.float64, block_size=8):
     return GPT(cfg).to(dtype).eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread: two threads' hand-offs cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(smoke_ckpt):
     """The smoke preset's GPT after its 100 training steps, in float64, with its tokenizer."""
     from nanogpt.checkpoint import load_model
-    from nanogpt.config import preset
-    from nanogpt.train import train
 
-    out = tmp_path_factory.mktemp("smoke")
-    train(preset("smoke", out_dir=str(out)), progress=False)
-    model, tokenizer, _ = load_model(out / "best.pt")
+    model, tokenizer, _ = load_model(smoke_ckpt)
     return model.double(), tokenizer
 
 

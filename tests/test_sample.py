@@ -20,14 +20,6 @@ from nanogpt.sample import (
 VOCAB = 11
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine each hand-off costs dearly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny_gpt(block_size=16, dtype=torch.float64):
     torch.manual_seed(0)
