@@ -122,6 +122,8 @@ def main(argv=None) -> int:
         result, html = run(args)
         print(f"---------- {len(result.tokens)} characters ----------\n{result.text}\n----------")
         print(result.to_terminal(args.position, color=False if args.no_color else None, top=args.top))
+        if warning := result.completeness_warning():
+            print(f"warning: {warning}", file=sys.stderr)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -48,6 +48,7 @@ METHODS = ("ig", "saliency", "grad-input")
 TARGETS = ("logprob", "prob", "logit")
 RULES = ("gauss-legendre", "left", "right", "middle", "trapezoid")
 AGGREGATES = ("sum", "norm")
+COMPLETENESS_TOLERANCE = 0.05  # |delta| above this share of |dF|: the scores are partly quadrature noise
 
 
 # ----------------------------------------------------------------------------- the result
@@ -78,6 +79,20 @@ class Attribution:
     def delta(self) -> np.ndarray:
         """(T,) completeness gap: sum of the scores - (F(x) - F(baseline))."""
         return self.scores.sum(axis=1) - self.dF
+
+    def completeness_warning(self, tolerance: float = COMPLETENESS_TOLERANCE) -> str:
+        """'' when every |delta| is within tolerance * |dF| (or 1e-3); else a line saying what to do."""
+        if self.settings.get("method", "ig") != "ig" or self.settings.get("aggregate", "sum") != "sum":
+            return ""  # completeness is a property of integrated gradients' signed sums only
+        gap = np.abs(self.delta)
+        off = gap > np.maximum(tolerance * np.abs(self.dF), 1e-3)
+        if not off.any():
+            return ""
+        worst = int(np.argmax(gap / np.maximum(np.abs(self.dF), 1e-12)))
+        return (f"completeness: |delta| > {tolerance:.0%} of |dF| for {off.sum()} of {len(off)} targets "
+                f"(worst: position {self.targets[worst]}, delta {self.delta[worst]:+.2g} for dF "
+                f"{self.dF[worst]:+.2g}); the quadrature misses structure on the path: raise the steps "
+                f"(now {self.settings.get('steps')}), try the middle rule or the mean baseline")
 
     def window(self, t: int) -> tuple[int, int]:
         """The context positions [start, t) that target t sees."""

@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the gpt-cpu preset's.")
     epilog = "presets:\n" + "\n".join(f"  {k:13s} {v}" for k, v in PRESET_NOTES.items()) + (
         "\n\nWith --resume the run in --out-dir continues exactly from its last.pt, with the "
-        "settings saved there\n(only device, compile, threads and diag may change).")
+        "settings saved there\n(only device, compile, threads, diag and diag_every may change).")
     parser = _Parser(prog="python -m nanogpt.train", description=description, epilog=epilog,
                      formatter_class=_HelpFormatter)
     parser.add_argument("--preset", default=argparse.SUPPRESS,

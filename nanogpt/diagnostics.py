@@ -11,7 +11,8 @@ Makemore part 3 looks inside a network while it trains; this module does the sam
 
 Two ways in. The engine (`python -m nanogpt.train --diag`) drives a `Monitor` through five hooks
 and calls `finish(out_dir)`, which writes diagnostics.npz, PNGs and health.txt. A notebook calls
-`snapshot(model, x, y)` and draws it with the `plot_*` functions, which print the numbers they draw.
+`snapshot(model, x, y)` and draws it with the `plot_*` functions of `diagnostics_plots`, which
+print the numbers they draw.
 
 Staying cheap: hooks exist only on tracked steps (EARLY_STEPS and every `every`-th step), and a
 histogram is a fixed set of counts, not a copy of the tensor. Only the update ratios are taken on
@@ -65,7 +66,6 @@ CHECKS = {  # what the health report checks, in its order
               f"[{UPDATE_RANGE[0]:g}, {UPDATE_RANGE[1]:g}]",
     "clipping": f"gradient clipped on at most {MAX_CLIP_FRACTION:.0%} of steps",
 }
-DPI = 64  # modest: a lecture with a dozen of these figures stays well under a megabyte
 NAME_WIDTH = 26  # printed tables line up for names up to blocks.0.attn.proj.weight
 
 
@@ -160,20 +160,29 @@ def layer_stats(name: str, kind: str, out: torch.Tensor, inp: torch.Tensor | Non
     """Statistics of one layer's output; `inp`, its input, tells whether a GELU unit is dead."""
     x = _wide(out)
     rows = x.reshape(-1, x.shape[-1])  # (every position of the batch, units)
-    # mean and std apart: torch.std_mean is ten times slower than the two on CPU
-    mean, std = x.mean(), x.std(correction=0)
-    extra = {}
-    if kind == "tanh":
-        saturated = rows.abs() > SATURATED
-        extra = {"saturation": saturated.float().mean(), "dead": saturated.all(0).float().mean()}
-    elif kind == "relu":  # max over the batch: a reduction, no batch-sized temporary
-        extra = {"dead": (rows.amax(0) <= 0).float().mean()}
-    elif kind == "gelu" and inp is not None:
-        extra = {"dead": (inp.detach().reshape(rows.shape).amax(0) < GELU_DEAD_INPUT).float().mean()}
-    mean, std, *values = torch.stack([mean, std, *extra.values()]).tolist()  # one sync
-    found = dict(zip(extra, values, strict=True))
+    saturated = rows.abs() > SATURATED if kind == "tanh" else None  # (rows, units)
+    dead = dead_units(kind, rows, inp, saturated)  # (units,), or None where the kind has no rule
+    # One stack, one .tolist(): one wait for the device, not four. nan stands for "not measured".
+    # mean and std apart: torch.std_mean is ten times slower than the two on CPU.
+    nan = x.new_tensor(math.nan)
+    mean, std, saturation, dead_fraction = torch.stack([
+        x.mean(), x.std(correction=0),
+        nan if saturated is None else saturated.float().mean(),
+        nan if dead is None else dead.float().mean()]).tolist()
     span = TANH_SPAN if kind == "tanh" else span_for(mean, std)
-    return LayerStats(name, kind, mean, std, found.get("saturation"), found.get("dead"), histogram(x, span))
+    return LayerStats(name, kind, mean, std, _none_if_nan(saturation), _none_if_nan(dead_fraction),
+                      histogram(x, span))
+
+
+def dead_units(kind: str, rows: torch.Tensor, inp, saturated) -> torch.Tensor | None:
+    """(units,) True where no row of the batch passes gradient through the unit (rules at the top)."""
+    if kind == "tanh":
+        return saturated.all(0)  # makemore's all-white column
+    if kind == "relu":
+        return rows.amax(0) <= 0  # a max over the batch: a reduction, no batch-sized temporary
+    if kind == "gelu" and inp is not None:
+        return inp.detach().reshape(rows.shape).amax(0) < GELU_DEAD_INPUT
+    return None
 
 
 def add_grad_stats(stats: LayerStats, grad: torch.Tensor) -> None:
@@ -297,7 +306,7 @@ class History:
             layer_names=np.array(layer_names, dtype=str),
             layer_kinds=np.array([kinds[n] for n in layer_names], dtype=str),
             snap_steps=np.array([s.step for s in self.snapshots], dtype=np.int64),
-            snap_loss=np.array([_num(s.loss) for s in self.snapshots], dtype=float),
+            snap_loss=np.array([_nan_if_none(s.loss) for s in self.snapshots], dtype=float),
         )
         arrays.update(_grid([s.layers for s in self.snapshots], layer_names, "layer", _LAYER_FIELDS))
         arrays.update(_grid([s.weights for s in self.snapshots], self.weight_names, "weight",
@@ -315,14 +324,17 @@ class History:
             path = path / "diagnostics.npz"
         if not path.exists():
             raise UserError(f"no diagnostics at {path}: train with --diag first")
-        a = np.load(path)
-        h = cls(a["weight_names"].tolist(), a["steps"].tolist(), a["loss"].tolist(), a["lr"].tolist(),
-                a["grad_norm"].tolist(), a["clipped"].tolist(), list(a["update_ratio"]))
-        layer_kinds = dict(zip(a["layer_names"].tolist(), a["layer_kinds"].tolist(), strict=True))
+        with np.load(path) as npz:
+            a = dict(npz)  # each array read once: an NpzFile decompresses again on every a[key]
+        h = cls(weight_names=a["weight_names"].tolist(), steps=a["steps"].tolist(), loss=a["loss"].tolist(),
+                lr=a["lr"].tolist(), grad_norm=a["grad_norm"].tolist(), clipped=a["clipped"].tolist(),
+                update_ratio=list(a["update_ratio"]))
+        layer_names = a["layer_names"].tolist()
+        layer_kinds = dict(zip(layer_names, a["layer_kinds"].tolist(), strict=True))
         for i, step in enumerate(a["snap_steps"]):
-            snap = Snapshot(int(step), loss=_none(a["snap_loss"][i]))
-            for j, name in enumerate(a["layer_names"].tolist()):
-                v = {f: _none(a[f"layer_{f}"][i, j]) for f in _LAYER_FIELDS}
+            snap = Snapshot(int(step), loss=_none_if_nan(a["snap_loss"][i]))
+            for j, name in enumerate(layer_names):
+                v = {f: _none_if_nan(a[f"layer_{f}"][i, j]) for f in _LAYER_FIELDS}
                 if v["mean"] is None:
                     continue
                 snap.layers[name] = LayerStats(
@@ -330,7 +342,7 @@ class History:
                     _hist(a, "layer_hist", i, j), v["grad_mean"], v["grad_std"],
                     _hist(a, "layer_grad_hist", i, j))
             for j, name in enumerate(h.weight_names):
-                v = {f: _none(a[f"weight_{f}"][i, j]) for f in _WEIGHT_FIELDS}
+                v = {f: _none_if_nan(a[f"weight_{f}"][i, j]) for f in _WEIGHT_FIELDS}
                 if v["grad_std"] is not None:
                     snap.weights[name] = WeightStats(name, tuple(int(n) for n in a["weight_shapes"][j]),
                                                      v["grad_mean"], v["grad_std"], v["data_std"],
@@ -344,11 +356,13 @@ _WEIGHT_FIELDS = ("grad_mean", "grad_std", "data_std")
 _HISTS = {"layer": ("hist", "grad_hist"), "weight": ("hist",)}
 
 
-def _num(v) -> float:
+def _nan_if_none(v) -> float:
+    """None (not measured) as nan, for a float array."""
     return math.nan if v is None else v
 
 
-def _none(v) -> float | None:
+def _none_if_nan(v) -> float | None:
+    """nan back to None."""
     return None if math.isnan(v) else float(v)
 
 
@@ -364,7 +378,7 @@ def _grid(per_step: list[dict], names: list[str], prefix: str, fields: tuple[str
             if name not in stats:
                 continue
             for f in fields:
-                out[f"{prefix}_{f}"][i, j] = _num(getattr(stats[name], f))
+                out[f"{prefix}_{f}"][i, j] = _nan_if_none(getattr(stats[name], f))
             for h in _HISTS[prefix]:
                 hist = getattr(stats[name], h)
                 if hist is not None:
@@ -426,11 +440,16 @@ def check_snapshot(snap: Snapshot) -> list[Problem]:
     return problems
 
 
-def median_update(history: History) -> float:
-    """Median log10 update:data over the last UPDATE_WINDOW steps and all weights (nan: no steps)."""
-    window = history.updates()[-UPDATE_WINDOW:]
+def recent_median(values: np.ndarray) -> float:
+    """Median over the last UPDATE_WINDOW steps (rows), nan ignored; nan when nothing is left."""
+    window = values[-UPDATE_WINDOW:]
     window = window[~np.isnan(window)]
     return float(np.median(window)) if window.size else math.nan
+
+
+def median_update(history: History) -> float:
+    """Median log10 update:data over the last UPDATE_WINDOW steps and all weights (nan: no steps)."""
+    return recent_median(history.updates())
 
 
 def check_training(history: History) -> list[Problem]:
@@ -536,7 +555,9 @@ class Monitor:
         self._remove_hooks()  # evaluations between steps must not be measured
         if snap is None or snap.step != step:
             return
-        order = [name for name, _, _ in self.layers]  # input to output, not the order hooks fired in
+        # the modules' order (a parent before its children: blocks.0.mlp, then blocks.0.mlp.gelu),
+        # not the order the hooks fired in (children first)
+        order = [name for name, _, _ in self.layers]
         snap.layers = {name: snap.layers[name] for name in order if name in snap.layers}
         for name, p in self.weights:
             if p.grad is not None:
@@ -560,11 +581,12 @@ class Monitor:
             self._pending.append(update_ratios(self._before, [p for _, p in self.weights]))
             self._before_step = None
         else:
-            self._pending.append(torch.full((len(self.weights),), math.nan))
+            # no before_update this step: a row of nan keeps the rows in step with the steps
+            self._pending.append(torch.full((len(self.weights),), math.nan, device=self.weights[0][1].device))
         h.steps.append(step)
         h.loss.append(float(loss))
         h.lr.append(float(lr))
-        h.grad_norm.append(_num(None if grad_norm is None else float(grad_norm)))
+        h.grad_norm.append(math.nan if grad_norm is None else float(grad_norm))
         h.clipped.append(bool(clipped))
         if self._current is not None and self._current.step == step:
             self._current.loss = h.loss[-1]
@@ -587,8 +609,9 @@ class Monitor:
             out.mkdir(parents=True, exist_ok=True)
             history.save(out / "diagnostics.npz")
             (out / "health.txt").write_text(report + "\n")
-            for name, fig in figures(history).items():
-                fig.savefig(out / f"{name}.png", dpi=DPI)
+            from nanogpt.diagnostics_plots import save_figures  # matplotlib only when PNGs are asked for
+
+            save_figures(history, out)
             self.log(f"diagnostics: wrote diagnostics.npz, health.txt and plots to {out}")
         return check(history)
 
@@ -634,149 +657,16 @@ def snapshot(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Snapshot:
     monitor = Monitor(model, every=1, log=lambda _: None)
     model.zero_grad(set_to_none=True)
     monitor.start_step(0)
-    _, loss = model(x, y)
-    loss.backward()
-    monitor.after_backward(0)
-    model.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        for name, b in model.named_buffers():
-            b.copy_(buffers[name])
+    try:
+        _, loss = model(x, y)
+        loss.backward()
+        monitor.after_backward(0)
+    finally:  # a failed pass must not leave hooks, gradients or changed BatchNorm statistics behind
+        monitor._remove_hooks()
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
     snap = monitor.history.snapshots[-1]
     snap.loss = loss.item()
     return snap
-
-
-# ----------------------------------------------------------------------------- pictures
-
-
-def _figure(ncols: int = 1, nrows: int = 1, width: float = 12, height: float = 4):
-    from matplotlib.figure import Figure  # no pyplot: no global state, and Agg draws the PNG
-
-    _show_figures_in_notebooks()
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    return fig, fig.subplots(nrows, ncols, squeeze=False).ravel()
-
-
-def _show_figures_in_notebooks() -> None:
-    """In Jupyter, let a returned Figure draw itself as a PNG (pyplot would do it, but we skip pyplot)."""
-    try:
-        from IPython import get_ipython
-        from IPython.core.pylabtools import select_figure_formats
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is not None and hasattr(shell, "kernel"):  # a notebook kernel, not the terminal
-        select_figure_formats(shell, {"png"})
-
-
-def _as_snapshot(source) -> Snapshot:
-    if isinstance(source, Snapshot):
-        return source
-    history = source.history if isinstance(source, Monitor) else source
-    if not history.snapshots:
-        raise ValueError("no tracked step recorded yet")
-    return history.snapshots[-1]
-
-
-def _plot_layers(source, grads: bool, verbose: bool):
-    snap = _as_snapshot(source)
-    layers = [s for s in snap.layers.values() if (s.grad_hist if grads else s.hist) is not None]
-    if not layers:
-        raise ValueError("no watched layer in this snapshot (the bigram has none)")
-    kinds = list(dict.fromkeys(s.kind for s in layers))
-    fig, axes = _figure(ncols=len(kinds), width=max(8, 6 * len(kinds)))
-    what = "gradient of the loss w.r.t. the output" if grads else "output"
-    for ax, kind in zip(axes, kinds, strict=True):
-        for s in (s for s in layers if s.kind == kind):
-            x, y = (s.grad_hist if grads else s.hist).density()
-            if verbose:
-                print(layer_line(s, grads))
-            ax.plot(x, y, label=layer_line(s, grads, pad=False))
-        ax.set_title(f"{kind} layers: {what} (step {snap.step})")
-        ax.legend(fontsize=7)
-    return fig
-
-
-def plot_activations(source, verbose: bool = True):
-    """Histograms of each watched layer's output, a panel per kind; prints mean, std, saturation."""
-    return _plot_layers(source, grads=False, verbose=verbose)
-
-
-def plot_activation_grads(source, verbose: bool = True):
-    """Histograms of the gradient with respect to each watched layer's output; prints mean and std."""
-    return _plot_layers(source, grads=True, verbose=verbose)
-
-
-def plot_weight_grads(source, verbose: bool = True):
-    """Histograms of each weight matrix's gradient; prints mean, std and grad:data."""
-    snap = _as_snapshot(source)
-    fig, (ax,) = _figure()
-    for w in snap.weights.values():
-        x, y = w.hist.density()
-        if verbose:
-            print(weight_line(w))
-        ax.plot(x, y, label=weight_line(w, pad=False))
-    ax.set_title(f"weight gradients (step {snap.step})")
-    ax.legend(fontsize=7)
-    return fig
-
-
-def plot_update_ratios(source, verbose: bool = True):
-    """log10 update:data of each weight over the steps, against the -3 guide line; prints medians."""
-    history = source.history if isinstance(source, Monitor) else source
-    updates = history.updates()
-    fig, (ax,) = _figure()
-    for j, name in enumerate(history.weight_names):
-        recent = updates[-UPDATE_WINDOW:, j]
-        recent = recent[~np.isnan(recent)]
-        median = np.median(recent) if recent.size else math.nan
-        if verbose:
-            print(f"{name:{NAME_WIDTH}s}: median log10 update:data over the last {UPDATE_WINDOW} "
-                  f"steps {median:+.2f}")
-        ax.plot(history.steps, updates[:, j], lw=1, label=f"{name}: {median:+.2f}")
-    ax.axhline(UPDATE_GUIDE, color="k", ls="--", lw=1, label=f"guide: {UPDATE_GUIDE:g}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("log10 std(update) / std(weight)")
-    ax.set_title(f"update:data ratios; legend and title: medians over the last {UPDATE_WINDOW} steps "
-                 f"(all weights: {median_update(history):+.2f})")
-    ax.legend(fontsize=7)
-    return fig
-
-
-def plot_training(source, verbose: bool = True):
-    """Loss, learning rate and gradient norm (clipped steps marked) over the steps; prints them."""
-    h = source.history if isinstance(source, Monitor) else source
-    fig, axes = _figure(ncols=3, width=15)
-    if not h.steps:
-        raise ValueError("no step recorded yet")
-    steps, norms, clipped = np.array(h.steps), np.array(h.grad_norm, dtype=float), np.array(h.clipped)
-    axes[0].plot(steps, h.loss, lw=1, label=f"loss: first {h.loss[0]:.4f}, last {h.loss[-1]:.4f}")
-    axes[1].plot(steps, h.lr, lw=1, label=f"lr: max {np.nanmax(h.lr):.2e}, last {h.lr[-1]:.2e}")
-    median = np.nanmedian(norms) if np.isfinite(norms).any() else math.nan
-    axes[2].plot(steps, norms, lw=1, label=f"grad norm (before clipping): median {median:.3g}")
-    if clipped.any():
-        axes[2].plot(steps[clipped], norms[clipped], "r.", ms=3,
-                     label=f"clipped: {clipped.mean():.0%} of steps")
-    axes[2].set_yscale("log")  # one spike would flatten the rest on a linear axis
-    for ax, title in zip(axes, ("loss", "learning rate", "gradient norm"), strict=True):
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=8)
-    if verbose:
-        print("; ".join(line.get_label() for ax in axes for line in ax.get_lines()))
-    return fig
-
-
-def figures(history: History) -> dict[str, object]:
-    """Every picture of a run, by file name: the first and last tracked steps, and the series."""
-    out = {}
-    steps = {s.step: s for s in (history.snapshots[:1] + history.snapshots[-1:])}
-    for step, snap in steps.items():
-        if snap.layers:  # the bigram has none
-            out[f"activations_step{step}"] = plot_activations(snap, verbose=False)
-            out[f"activation_grads_step{step}"] = plot_activation_grads(snap, verbose=False)
-        out[f"weight_grads_step{step}"] = plot_weight_grads(snap, verbose=False)
-    if history.steps:
-        out["update_ratios"] = plot_update_ratios(history, verbose=False)
-        out["training"] = plot_training(history, verbose=False)
-    return out

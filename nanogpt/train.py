@@ -13,7 +13,8 @@ the checkpoint, so a resumed run continues exactly where the killed one stopped.
 
 Under torchrun every process draws the same global batch from the same generator and keeps its
 own share of the micro-batches: N processes with grad_accum=N compute exactly the step that one
-process computes with grad_accum=N. Only rank 0 writes files and prints.
+process computes with grad_accum=N (with dropout 0: each process draws its own dropout masks).
+Only rank 0 writes files and prints.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from nanogpt.checkpoint import (
     set_rng_state,
     versions,
 )
-from nanogpt.config import TrainConfig, config_from_args
+from nanogpt.config import PRESETS, TrainConfig, config_from_args, preset
 from nanogpt.errors import UserError
 from nanogpt.tokenizer import CharTokenizer, GPT2Tokenizer
 
@@ -57,7 +58,9 @@ MODEL_FIELDS = {
 }
 # What may differ from the saved settings when a run is resumed: where and how it runs, not what.
 RESUME_MAY_CHANGE = ("device", "compile", "threads", "diag", "diag_every", "resume", "out_dir")
-CALIBRATION = (10, 60)  # --max-minutes times the steps in [start+10, start+60): 50 steps smooth out blips
+# --max-minutes measures the step time over CALIBRATION_STEPS steps (enough to smooth out blips),
+# after skipping the first CALIBRATION_SKIP, which pay for warm-up (allocator, caches, compilation).
+CALIBRATION_SKIP, CALIBRATION_STEPS = 10, 50
 
 
 # ----------------------------------------------------------------------------- where it runs
@@ -256,8 +259,12 @@ class Trainer:
             saved = TrainConfig.from_dict(ckpt["config"])
             for name in RESUME_MAY_CHANGE:
                 setattr(saved, name, getattr(cfg, name))
+            # Flags the user gave (values that differ from the preset's) but the saved run overrides.
+            # Comparing with the preset keeps a plain --resume quiet: --max-minutes, for one,
+            # rewrote the saved max_iters, which the user never typed.
+            given = preset(cfg.preset) if cfg.preset in PRESETS else saved
             ignored = [f"{k}={getattr(cfg, k)!r} (saved {v!r})" for k, v in saved.to_dict().items()
-                       if k != "preset" and getattr(cfg, k) != v]
+                       if k != "preset" and getattr(cfg, k) != v and getattr(cfg, k) != getattr(given, k)]
             cfg = saved
         self.cfg = cfg
         self.rt = rt = setup_runtime(cfg)
@@ -271,6 +278,10 @@ class Trainer:
         self.model.to(device=rt.device, dtype=rt.param_dtype)
         torch.manual_seed(cfg.seed + rt.rank)  # each process its own dropout masks
         self.optimizer = make_optimizer(self.model, cfg, rt.device_type)
+        # Three handles on one set of weights: self.model is the plain module (saved, clipped,
+        # watched by --diag); eval_model is it compiled under --compile; train_model wraps that in
+        # DDP under torchrun, so that backward averages gradients over the processes. Evaluation
+        # skips DDP: every process scores the same fixed batches, and no gradient flows.
         self.eval_model = torch.compile(self.model) if cfg.compile else self.model
         self.train_model = self.eval_model
         if rt.world > 1:
@@ -284,13 +295,15 @@ class Trainer:
         self.eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.eval_batches = self.data.fixed(cfg.eval_iters, self.eval_gen)
 
-        self.iter, self.best_val, self.budget_set = 0, math.inf, cfg.max_minutes == 0
+        self.iter, self.best_val = 0, math.inf
+        # False only while --max-minutes still has to turn measured step time into max_iters
+        self.max_iters_final = cfg.max_minutes == 0
         self.eval_seconds = 0.0
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.iter, self.best_val = ckpt["iter"], ckpt["best_val_loss"]
-            self.budget_set = self.budget_set or ckpt.get("budget_set", True)
+            self.max_iters_final = self.max_iters_final or ckpt.get("budget_set", True)
             set_rng_state(ckpt["rng"], batch=self.batch_gen, eval=self.eval_gen)
         self.start_iter = self.iter
         self.monitor = self._monitor() if cfg.diag else None
@@ -313,23 +326,23 @@ class Trainer:
 
     def _describe(self, resumed: bool):
         cfg, rt = self.cfg, self.rt
-        n = sum(p.numel() for p in self.model.parameters())
+        n_params = sum(p.numel() for p in self.model.parameters())
         sizes = self.data.sizes()
         unit = "tokens" if self.data.form == "text" else "examples"
-        self.say(f"{cfg.stage} ({cfg.preset or 'custom'}): {n:,} parameters ({n / 1e6:.2f}M); "
+        self.say(f"{cfg.stage} ({cfg.preset or 'custom'}): {n_params:,} parameters ({n_params / 1e6:.2f}M); "
                  f"vocab {self.data.tokenizer.vocab_size}; {cfg.data}: {sizes['train']:,} train / "
                  f"{sizes['val']:,} val {unit}")
         where = f"{rt.device}, {str(rt.param_dtype).removeprefix('torch.')}"
         if not isinstance(rt.autocast, nullcontext):
             where += " with bfloat16 autocast"
         if rt.device_type == "cpu":
-            n = torch.get_num_threads()
-            where += f", {n} thread" + ("s" if n > 1 else "")
+            n_threads = torch.get_num_threads()
+            where += f", {n_threads} thread" + ("s" if n_threads > 1 else "")
         if rt.world > 1:
             where += f", {rt.world} processes"
         self.say(f"device {where}; {cfg.max_iters} steps of {cfg.grad_accum} x "
                  f"{self.data.tokens_per_batch} {unit}" + (f" (budget {cfg.max_minutes} min)"
-                                                          if not self.budget_set else ""))
+                                                          if not self.max_iters_final else ""))
         if resumed:
             self.say(f"resuming {self.out / 'last.pt'} at iter {self.iter}")
 
@@ -372,7 +385,9 @@ class Trainer:
                 yield x.to(self.rt.device, non_blocking=True), y.to(self.rt.device, non_blocking=True)
 
     def step(self, it: int):
-        """One optimizer step; returns the mean loss of this process's micro-batches (a tensor)."""
+        """One optimizer step at iteration it. Returns (loss, grad_norm, lr): the mean loss of this
+        process's micro-batches (a tensor), the gradient norm before clipping (None when nothing
+        needed it) and the learning rate used."""
         cfg, rt, monitor = self.cfg, self.rt, self.monitor
         lr = lr_at(it, cfg)
         for group in self.optimizer.param_groups:
@@ -438,7 +453,7 @@ class Trainer:
             "tokenizer": self.data.tokenizer.to_dict(),
             "iter": self.iter,
             "best_val_loss": self.best_val,
-            "budget_set": self.budget_set,
+            "budget_set": self.max_iters_final,
             "rng": rng_state(batch=self.batch_gen, eval=self.eval_gen),
             "versions": versions(),
         }
@@ -476,20 +491,31 @@ class Trainer:
 
     # --------------------------------------------------------------- the time budget
 
-    def set_budget(self, seconds_per_step: float):
-        """Fit max_iters to --max-minutes, from the measured step time and evaluation time."""
+    def fit_budget(self, seconds_per_step: float, first: bool):
+        """Fit max_iters to what is left of --max-minutes at `seconds_per_step` (evaluations included).
+
+        Called once after timing CALIBRATION_STEPS steps, then again at every evaluation with the pace
+        measured since, so that a wrong first guess (a busy moment, a slow first evaluation) is
+        corrected while the run goes on. The cosine schedule follows: lr_at reads cfg.max_iters.
+        """
         cfg = self.cfg
         left = cfg.max_minutes * 60 - (time.time() - self.t0)
-        reserve = 2 * self.eval_seconds + 2  # the final evaluation, full splits, files
-        per_step = seconds_per_step + self.eval_seconds / cfg.eval_interval
-        steps = torch.tensor(self.iter + max(1, int((left - reserve) / per_step)))
+        steps = torch.tensor(self.iter + max(1, int((left - self.final_seconds()) / seconds_per_step)))
         if self.rt.world > 1:
             dist.broadcast(steps, src=0)  # rank 0's clock decides for all
-        cfg.max_iters, self.budget_set = int(steps), True
-        self.say(f"time budget {cfg.max_minutes} min: {seconds_per_step:.3f} s/step, eval "
-                 f"{self.eval_seconds:.1f} s -> max_iters {cfg.max_iters}")
-        self.log(kind="budget", iter=self.iter, seconds_per_step=seconds_per_step,
-                 max_iters=cfg.max_iters)
+        cfg.max_iters, self.max_iters_final = int(steps), True
+        if first:
+            self.say(f"time budget {cfg.max_minutes} min: {seconds_per_step:.3f} s/step with evaluations "
+                     f"-> max_iters {cfg.max_iters} (refitted at every evaluation)")
+        self.log(kind="budget", iter=self.iter, seconds_per_step=seconds_per_step, max_iters=cfg.max_iters)
+
+    def final_seconds(self) -> float:
+        """What the end of a run costs: the last evaluation, the full-split one, the files."""
+        n_splits = len(self.eval_batches)
+        per_token = self.eval_seconds / (n_splits * self.cfg.eval_iters * self.data.tokens_per_batch)
+        sizes = self.data.sizes()
+        full = sizes["val"] if self.data.form == "text" else sizes["train"] + sizes["val"]
+        return self.eval_seconds + per_token * full + 2
 
     # --------------------------------------------------------------- the loop
 
@@ -500,9 +526,11 @@ class Trainer:
         self.stop_requested = True
 
     def should_stop(self) -> bool:
-        """Ctrl-C seen (by any process): finish the step, save, stop."""
+        """Ctrl-C or SIGTERM seen by any process: finish the step, save, stop."""
         if self.rt.world == 1:
             return self.stop_requested
+        # every process must leave the loop at the same step, or the others would wait forever
+        # in their next all-reduce
         flag = torch.tensor(float(self.stop_requested), device=self.rt.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
@@ -529,29 +557,38 @@ class Trainer:
         bar = tqdm(total=cfg.max_iters, initial=self.iter, disable=not self.progress, unit="step",
                    dynamic_ncols=True, file=sys.stderr)
         t_log, it_log, step_times = time.time(), self.iter, []
+        pace = None  # (time, iter) where the budget's clock starts: a fresh run with --max-minutes only
         while self.iter < cfg.max_iters:
+            just_resumed = self.iter == self.start_iter > 0  # last.pt was written at this iter
+            if self.iter % cfg.eval_interval == 0 and not just_resumed:
+                self.eval_and_save()
+                if pace is not None and self.max_iters_final and self.iter > pace[1]:
+                    self.fit_budget((time.time() - pace[0]) / (self.iter - pace[1]), first=False)
+                    bar.total = cfg.max_iters
+            elif cfg.save_interval and self.iter % cfg.save_interval == 0 and self.iter > self.start_iter:
+                self.check_finite(self.global_mean(self.last_loss), "training loss")
+                self.say(self.save("last.pt"))
+            # After the evaluation, not before: a run stopped at an eval step resumes past it.
             if self.should_stop():
                 self.save("last.pt")
                 self.say(f"interrupted at iter {self.iter}: saved last.pt; continue with --resume")
                 bar.close()
                 return True
-            if self.iter % cfg.eval_interval == 0 and not (self.iter == self.start_iter > 0):
-                self.eval_and_save()
-            elif cfg.save_interval and self.iter % cfg.save_interval == 0 and self.iter > self.start_iter:
-                self.check_finite(self.global_mean(self.last_loss), "training loss")
-                self.say(self.save("last.pt"))
 
             it = self.iter
             t_step = time.time()
+            if not self.max_iters_final and it - self.start_iter == CALIBRATION_SKIP and self.start_iter == 0:
+                pace = (t_step, it)
             loss, norm, lr = self.step(it)
             self.iter, self.last_loss = it + 1, loss
-            if not self.budget_set and it - self.start_iter >= CALIBRATION[0]:
+            if not self.max_iters_final and it - self.start_iter >= CALIBRATION_SKIP:
                 step_times.append(self._elapsed_since(t_step))
-                if len(step_times) == CALIBRATION[1] - CALIBRATION[0]:
-                    self.set_budget(sum(step_times) / len(step_times))
+                if len(step_times) == CALIBRATION_STEPS:
+                    mean_step = sum(step_times) / len(step_times)
+                    self.fit_budget(mean_step + self.eval_seconds / cfg.eval_interval, first=True)
                     bar.total = cfg.max_iters
 
-            if it == 0:  # a sanity check: at init every character should be about equally likely
+            if it == 0:  # a sanity check: at init every token should be about equally likely (loss ~ ln V)
                 self._check_init(loss.item())
             if self.iter % cfg.log_interval == 0:
                 loss_f = self.global_mean(loss)

@@ -276,3 +276,16 @@ def test_figures_draw_the_matrix_and_the_methods_on_one_scale():
     assert len(limits) == 1  # one colour scale for all three
     fig.savefig(io.BytesIO(), format="png")
     results["ig"].plot().savefig(io.BytesIO(), format="png")
+
+
+def test_completeness_warning_names_the_worst_target_and_the_remedy():
+    scores = np.array([[0.5, 0.5, 0.0], [0.2, 0.2, 0.0]])  # sums 1.0 and 0.4
+    good = Attribution(list("abc"), np.array([1, 2]), scores, np.array([1.0, 0.4]), np.zeros(2),
+                       {"method": "ig", "steps": 32})
+    assert good.completeness_warning() == ""
+    bad = Attribution(list("abc"), np.array([1, 2]), scores, np.array([1.0, 0.8]), np.zeros(2),
+                      {"method": "ig", "steps": 32})
+    warning = bad.completeness_warning()
+    assert "1 of 2 targets" in warning and "position 2" in warning and "steps" in warning
+    bad.settings["method"] = "saliency"  # no completeness to expect
+    assert bad.completeness_warning() == ""

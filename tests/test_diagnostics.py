@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanogpt import diagnostics as D
+from nanogpt import diagnostics_plots as P
 from nanogpt.gpt import GPT, GPTConfig
 from nanogpt.mlp import MLP, Linear, MLPConfig
 
@@ -273,8 +274,8 @@ def test_plots_return_figures_and_print_the_numbers_they_draw(capsys):
     monitor = D.Monitor(model, every=1, log=lambda _: None)
     train_steps(model, monitor, lr=0.1, steps=2)
     snap = monitor.history.snapshots[-1]
-    for plot in (D.plot_activations, D.plot_activation_grads, D.plot_weight_grads):
+    for plot in (P.plot_activations, P.plot_activation_grads, P.plot_weight_grads):
         assert plot(snap).axes
-    assert D.plot_update_ratios(monitor).axes and D.plot_training(monitor.history).axes
+    assert P.plot_update_ratios(monitor).axes and P.plot_training(monitor.history).axes
     out = capsys.readouterr().out
     assert "saturated" in out and "grad:data" in out and "update:data over the last" in out

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,6 +182,15 @@ def test_time_budget_sets_max_iters(tmp_path):
     assert len(budget) == 1 and result["iters"] == budget[0]["max_iters"] < 10**6
 
 
+def test_time_budget_is_refitted_at_every_evaluation(tmp_path):
+    result = train(tiny(tmp_path, max_iters=10**6, max_minutes=0.1, eval_interval=200, eval_iters=20),
+                   progress=False)
+    budget = records(tmp_path, "budget")
+    refit_at = [r["iter"] for r in records(tmp_path, "eval") if budget[0]["iter"] < r["iter"] < result["iters"]]
+    assert [r["iter"] for r in budget[1:]] == refit_at and len(refit_at) >= 1
+    assert result["iters"] == budget[-1]["max_iters"] and result["seconds"] < 0.1 * 60 + 2
+
+
 # ----------------------------------------------------------------------------- the pieces
 
 
@@ -200,3 +210,53 @@ def test_weight_decay_only_on_matrices():
     decayed, plain = opt.param_groups
     assert decayed["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decayed["params"])
     assert plain["weight_decay"] == 0.0 and all(p.dim() == 1 for p in plain["params"])
+
+
+def test_device_is_picked_cuda_then_mps_then_cpu(monkeypatch):
+    from nanogpt.train import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda" and pick_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("auto") == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu"
+    with pytest.raises(UserError, match="CUDA is not available"):
+        pick_device("cuda")
+
+
+def test_cpu_trains_in_float32_unless_bfloat16_is_asked_for():
+    from nanogpt.train import setup_runtime
+
+    cpu = setup_runtime(preset("smoke", device="cpu"))
+    assert cpu.param_dtype == torch.float32 and "nullcontext" in type(cpu.autocast).__name__
+    forced = setup_runtime(preset("smoke", device="cpu", dtype="bfloat16"))
+    assert isinstance(forced.autocast, torch.autocast) and forced.param_dtype == torch.float32
+
+
+def test_a_plain_resume_notes_only_the_flags_the_saved_run_overrides(tmp_path, capsys):
+    from nanogpt.train import Trainer
+
+    # --max-minutes rewrites the saved max_iters; the user never typed it, so no note about it
+    train(tiny(tmp_path, max_iters=10**6, max_minutes=0.02, eval_interval=10**6), progress=False)
+    capsys.readouterr()
+    for flags, note in (({}, None), ({"lr": 0.5}, "ignored: lr=0.5")):
+        trainer = Trainer(tiny(tmp_path, max_minutes=0.02, eval_interval=10**6, resume=True, **flags),
+                          progress=False)
+        trainer.metrics.close()
+        out = capsys.readouterr().out
+        assert ("ignored" not in out) if note is None else (note in out)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile on a CPU needs a C compiler")
+def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
+    runs = {}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        train(tiny(tmp_path / name, max_iters=3, eval_interval=1000, compile=compiled, device="cpu"),
+              progress=False)
+        runs[name] = losses(tmp_path / name)
+    assert runs["compiled"].keys() == runs["eager"].keys()
+    assert all(abs(runs["compiled"][i] - runs["eager"][i]) < 1e-4 for i in runs["eager"])
+    state = torch.load(tmp_path / "compiled" / "last.pt", weights_only=True)["model"]
+    assert not any(k.startswith("_orig_mod.") for k in state)
