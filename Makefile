@@ -10,9 +10,14 @@ export NANOGPT_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
 # Knobs: make train PRESET=gpt-cpu-fast RESUME=1 DIAG=1 ARGS="--max-iters 500"
+# (RESUME and DIAG: 1 turns them on; 0 or leaving them out, off). sample and attribute read the
+# checkpoint of PRESET's run folder, runs/<PRESET>/best.pt, when PRESET is given.
 PRESET ?=
 ARGS   ?=
-train_flags = $(if $(PRESET),--preset $(PRESET)) $(if $(RESUME),--resume) $(if $(DIAG),--diag) $(ARGS)
+on = $(filter-out 0 no false,$(1))
+train_flags = $(if $(PRESET),--preset $(PRESET)) $(if $(call on,$(RESUME)),--resume) \
+              $(if $(call on,$(DIAG)),--diag) $(ARGS)
+run_flags = $(if $(PRESET),--ckpt runs/$(PRESET)/best.pt) $(ARGS)
 
 .DEFAULT_GOAL := help
 .PHONY: help train sample attribute test lint data notebooks lab bench clean
@@ -33,11 +38,11 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 train: $(VENV)/.installed  ## train a model (default preset: gpt-cpu, or gpt-gpu on CUDA)
 	$(PY) -m nanogpt.train $(train_flags)
 
-sample: $(VENV)/.installed  ## generate text from the last trained checkpoint
-	$(PY) -m nanogpt.sample $(ARGS)
+sample: $(VENV)/.installed  ## generate text from runs/<PRESET>/best.pt (default preset: gpt-cpu)
+	$(PY) -m nanogpt.sample $(run_flags)
 
 attribute: $(VENV)/.installed  ## generate, then attribute each character to its context (IG)
-	$(PY) -m nanogpt.attribute $(ARGS)
+	$(PY) -m nanogpt.attribute $(run_flags)
 
 test: $(VENV)/.dev-installed  ## run the whole test suite (notebooks in smoke mode)
 	$(PY) -m pytest $(ARGS)
@@ -55,8 +60,8 @@ lab: $(VENV)/.dev-installed  ## open Jupyter Lab on lectures/
 	$(PY) -m pip install -q jupyterlab
 	$(VENV)/bin/jupyter lab lectures/
 
-bench: $(VENV)/.installed  ## run every benchmark in bench/ (prints markdown tables)
-	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+bench: $(VENV)/.installed  ## run every benchmark in bench/ (ARGS=--quick: a smoke check)
+	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f $(ARGS) || exit 1; done
 
 clean:  ## remove the virtual environment, caches and runs (downloaded data is kept)
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -5,9 +5,10 @@
     python -m nanogpt.attribute --text "To be, or not to be" --method saliency --html tobe.html
     make attribute ARGS="--steps 64 --rule middle"
 
-Prints the context of one generated character coloured by its integrated gradients, and one line
-per character with its strongest contributors; writes the interactive HTML view beside the
-checkpoint (or into --out-dir).
+Prints the context of one generated character coloured by its scores (integrated gradients by
+default), and one line per character with its strongest contributors; writes the interactive HTML
+view beside the checkpoint (or into --out-dir). A warning follows when the scores miss F(x) - F(b)
+by more than 5%: the quadrature needs more steps.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from pathlib import Path
 
 import torch
 
-from nanogpt.attribution import AGGREGATES, METHODS, RULES, TARGETS, attribute, baseline_option, quadrature
+from nanogpt.attribution import (
+    AGGREGATES,
+    METHODS,
+    RULES,
+    TARGETS,
+    attribute_ids,
+    check_save_path,
+    quadrature,
+)
 from nanogpt.checkpoint import load_model, resolve
 from nanogpt.config import default_preset
 from nanogpt.errors import UserError
@@ -49,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to explain: log p(c_t | c_<t), p, or the logit of c_t")
     p.add_argument("--baseline", default="zero",
                    help="where the path starts: zero, mean (of the embedding table) or one character")
-    p.add_argument("--steps", type=int, default=32, help="quadrature points along the path")
+    p.add_argument("--steps", type=int, default=32,
+                   help="quadrature points along the path (for trapezoid: intervals, so steps + 1 points)")
     p.add_argument("--rule", default="gauss-legendre", choices=RULES, help="quadrature rule")
     p.add_argument("--aggregate", default="sum", choices=AGGREGATES,
                    help="over embedding dimensions: signed sum (completeness holds) or L2 norm")
@@ -92,18 +102,18 @@ def run(args):
     """Load, generate (or take --text), attribute; return the result and the HTML path."""
     from nanogpt.train import pick_device  # here, not on top: the training loop may import us
 
-    quadrature(args.rule, args.steps)  # a bad --steps fails before the model loads
+    quadrature(args.rule, args.steps)  # a bad --steps or --save fails before the model loads
+    if args.save:
+        check_save_path(args.save)
     model, tokenizer, ckpt = load_model(args.ckpt, pick_device(args.device))
     if ckpt["stage"] != "gpt":
         raise UserError(f"attribution needs a GPT checkpoint, {args.ckpt} holds a {ckpt['stage']!r}")
     ids, first = text_ids(model, tokenizer, args)
     positions = range(first, len(ids)) if args.position is None else [args.position]
-    result = attribute(model, ids, positions=positions, tokens=[tokenizer.decode([i]) for i in ids],
-                       method=args.method, target=args.target,
-                       baseline=baseline_option(tokenizer, args.baseline), steps=args.steps,
-                       rule=args.rule, aggregate=args.aggregate,
-                       interpolate_positions=args.interpolate_positions, batch_size=args.batch_size)
-    result.settings["baseline"] = args.baseline
+    result = attribute_ids(model, tokenizer, ids, positions=positions, method=args.method,
+                           target=args.target, baseline=args.baseline, steps=args.steps, rule=args.rule,
+                           aggregate=args.aggregate, interpolate_positions=args.interpolate_positions,
+                           batch_size=args.batch_size)
     if args.html:
         html = Path(args.html)
     else:

@@ -81,14 +81,15 @@ class Attribution:
         return self.scores.sum(axis=1) - self.dF
 
     def completeness_warning(self, tolerance: float = COMPLETENESS_TOLERANCE) -> str:
-        """'' when every |delta| is within tolerance * |dF| (or 1e-3); else a line saying what to do."""
+        """'' when every |delta| is within max(tolerance * |dF|, 1e-3); else a line saying what to do."""
         if self.settings.get("method", "ig") != "ig" or self.settings.get("aggregate", "sum") != "sum":
             return ""  # completeness is a property of integrated gradients' signed sums only
         gap = np.abs(self.delta)
         off = gap > np.maximum(tolerance * np.abs(self.dF), 1e-3)
         if not off.any():
             return ""
-        worst = int(np.argmax(gap / np.maximum(np.abs(self.dF), 1e-12)))
+        ratio = gap / np.maximum(np.abs(self.dF), 1e-12)
+        worst = int(np.argmax(np.where(off, ratio, -np.inf)))  # the worst of those that fail
         return (f"completeness: |delta| > {tolerance:.0%} of |dF| for {off.sum()} of {len(off)} targets "
                 f"(worst: position {self.targets[worst]}, delta {self.delta[worst]:+.2g} for dF "
                 f"{self.dF[worst]:+.2g}); the quadrature misses structure on the path: raise the steps "
@@ -108,16 +109,16 @@ class Attribution:
     def save(self, path) -> None:
         """Write to .npz (compact) or .json (readable); `load` reads either back."""
         path = Path(path)
+        check_save_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = dict(tokens=self.tokens, targets=self.targets.tolist(), scores=self.scores.tolist(),
                       f_input=self.f_input.tolist(), f_baseline=self.f_baseline.tolist(),
                       delta=self.delta.tolist(), settings=self.settings)
         if path.suffix == ".json":
-            path.write_text(json.dumps(arrays, ensure_ascii=False))
-        elif path.suffix == ".npz":
+            path.write_text(json.dumps(arrays, ensure_ascii=False), encoding="utf-8")
+        else:  # .npz; delta is saved for people reading the file, `load` recomputes it
             arrays.update(tokens=np.array(self.tokens, dtype=str), settings=json.dumps(self.settings))
             np.savez_compressed(path, **{k: np.asarray(v) for k, v in arrays.items()})
-        else:
-            raise UserError(f"save to a .npz or .json file, not {path.name!r}")
 
     @classmethod
     def load(cls, path) -> Attribution:
@@ -126,18 +127,21 @@ class Attribution:
         if not path.is_file():
             raise UserError(f"no attribution file at {path}")
         if path.suffix == ".json":
-            d = json.loads(path.read_text())
+            d = json.loads(path.read_text(encoding="utf-8"))
         elif path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 d = {k: z[k] for k in z.files}
             d["tokens"], d["settings"] = d["tokens"].tolist(), json.loads(str(d["settings"]))
         else:
             raise UserError(f"load a .npz or .json file, not {path.name!r}")
-        T = len(d["targets"])
-        return cls(tokens=list(d["tokens"]), targets=np.asarray(d["targets"], dtype=np.int64),
-                   scores=np.asarray(d["scores"], dtype=np.float64).reshape(T, len(d["tokens"])),
-                   f_input=np.asarray(d["f_input"], dtype=np.float64),
-                   f_baseline=np.asarray(d["f_baseline"], dtype=np.float64), settings=d["settings"])
+        try:
+            T = len(d["targets"])
+            return cls(tokens=list(d["tokens"]), targets=np.asarray(d["targets"], dtype=np.int64),
+                       scores=np.asarray(d["scores"], dtype=np.float64).reshape(T, len(d["tokens"])),
+                       f_input=np.asarray(d["f_input"], dtype=np.float64),
+                       f_baseline=np.asarray(d["f_baseline"], dtype=np.float64), settings=d["settings"])
+        except (KeyError, ValueError) as e:
+            raise UserError(f"{path} is not an attribution result written by save ({e})") from None
 
     # The views live in attribution_views.py; these are shortcuts to them.
     def to_terminal(self, t: int | None = None, color: bool | None = None, top: int = 3) -> str:
@@ -166,6 +170,12 @@ class Attribution:
         from nanogpt.attribution_views import plot_matrix
 
         return plot_matrix(self, ax=ax)
+
+
+def check_save_path(path) -> None:
+    """A one-line error for a result file that is neither .npz nor .json (checked before the work)."""
+    if Path(path).suffix not in (".npz", ".json"):
+        raise UserError(f"save to a .npz or .json file, not {Path(path).name!r}")
 
 
 def describe(positions) -> str:
@@ -293,6 +303,9 @@ def scores_from_gradient(model, window, mean_grad, plan: Plan) -> torch.Tensor:
     real = points[0].detach()  # (L, C) the input at the end of the path
     factor = {"ig": real - plan.baseline, "grad-input": real, "saliency": 1.0}[plan.method]
     per_dim = factor * mean_grad  # (L, C)
+    # "sum" keeps the sign and gives completeness for IG. For saliency it is the gradient's
+    # projection on (1, ..., 1), which depends on the embedding's basis: saliency usually means
+    # the norm, aggregate="norm"; "sum" stays the default so that all three methods share it.
     return per_dim.sum(-1) if plan.aggregate == "sum" else per_dim.norm(dim=-1)
 
 
@@ -312,7 +325,7 @@ def eval_mode(model):
 # ----------------------------------------------------------------------------- the lens
 
 
-def _start(model, ids, positions, tokens):
+def _check_inputs(model, ids, positions, tokens):
     """Check the text and the targets; return ids (N,), targets (T,), tokens and block size."""
     if not (hasattr(model, "wte") and hasattr(model, "wpe")):
         raise UserError(f"attribution needs a GPT (token embeddings), not a {type(model).__name__}")
@@ -337,15 +350,16 @@ def _result(tokens, targets, scores, f_x, f_b, plan: Plan) -> Attribution:
 
 def attribute_loop(model, ids, *, positions=None, tokens=None, **options) -> Attribution:
     """The reference: one integrated-gradients computation per target character (slow, plain)."""
-    ids, targets, tokens, B = _start(model, ids, positions, tokens)
+    ids, targets, tokens, block_size = _check_inputs(model, ids, positions, tokens)
     plan = make_plan(model, **options)
     dtype, device = plan.alphas.dtype, ids.device
     scores = torch.zeros(len(targets), len(ids), dtype=dtype, device=device)
-    f_x, f_b = torch.zeros(len(targets), dtype=dtype), torch.zeros(len(targets), dtype=dtype)
+    f_x = torch.zeros(len(targets), dtype=dtype, device=device)
+    f_b = torch.zeros(len(targets), dtype=dtype, device=device)
     ends = torch.tensor([1.0, 0.0], dtype=dtype, device=device)  # F(x) and F(baseline)
     with eval_mode(model):
         for i, t in enumerate(targets.tolist()):
-            start = max(0, t - B)
+            start = max(0, t - block_size)
             window = ids[start:t]  # (L,) the context the model sees when it predicts ids[t]
             L, nxt = len(window), ids[t]
             mean_grad = 0
@@ -386,25 +400,31 @@ def attribute(model, ids, *, positions=None, tokens=None, **options) -> Attribut
     positions: the targets t (default: every position from 1); tokens: how to show each id.
     options: method ("ig"), target ("logprob"), baseline ("zero", "mean" or a token id), steps
     (32), rule ("gauss-legendre"), aggregate ("sum" or "norm"), interpolate_positions (False),
-    batch_size (64 rows of (alpha, target) per pass; bounds memory, never changes the result).
+    batch_size (64 rows of (alpha, target) per pass; bounds memory, changes only rounding).
     """
-    ids, targets, tokens, B = _start(model, ids, positions, tokens)
+    ids, targets, tokens, block_size = _check_inputs(model, ids, positions, tokens)
     plan = make_plan(model, **options)
     dtype, C = plan.alphas.dtype, model.wte.weight.shape[1]
-    mean_grad = torch.zeros(len(targets), min(B, len(ids)), C, dtype=dtype, device=ids.device)
+    mean_grad = torch.zeros(len(targets), min(block_size, len(ids)), C, dtype=dtype, device=ids.device)
     scores = torch.zeros(len(targets), len(ids), dtype=dtype, device=ids.device)
     ends = torch.tensor([1.0, 0.0], dtype=dtype, device=ids.device)  # F(x) and F(baseline)
     f = torch.zeros(len(targets), 2, dtype=dtype, device=ids.device)
     t_all = torch.as_tensor(targets, device=ids.device)
     with eval_mode(model):
-        for ti, ki, windows, reads in _rows(ids, targets, len(plan.alphas), B, plan.batch_size):
+        # 1. the quadrature-weighted gradient along the path, per target: mean_grad (T, L, C)
+        for ti, ki, windows, reads in _rows(ids, targets, len(plan.alphas), block_size, plan.batch_size):
             g = gradients(model, windows, reads, ids[t_all[ti]], plan.alphas[ki], plan)
             g = plan.weights[ki].view(-1, 1, 1) * g  # (J, L, C)
-            mean_grad[:, :g.shape[1]].index_add_(0, ti, g)
-        for ti, ki, windows, reads in _rows(ids, targets, 2, B, plan.batch_size):
+            # A target's rows are neighbours in a batch: sum them in a fixed order (index_add_
+            # would add them with atomics on a GPU, in an order that changes from run to run).
+            for i in ti.unique_consecutive().tolist():
+                mean_grad[i, :g.shape[1]] += g[ti == i].sum(0)
+        # 2. F at both ends of the path, for completeness: two "alphas", 1 (F(x)) and 0 (F(baseline))
+        for ti, ki, windows, reads in _rows(ids, targets, 2, block_size, plan.batch_size):
             f[ti, ki] = values(model, windows, reads, ids[t_all[ti]], ends[ki], plan)
+        # 3. the scores: (x - baseline), x or 1, times the averaged gradient, summed over C
         for i, t in enumerate(targets.tolist()):
-            start = max(0, t - B)
+            start = max(0, t - block_size)
             scores[i, start:t] = scores_from_gradient(model, ids[start:t], mean_grad[i, :t - start],
                                                       plan)
     return _result(tokens, targets, scores, f[:, 0], f[:, 1], plan)
@@ -420,15 +440,20 @@ def baseline_option(tokenizer, baseline: str):
     return ids[0]
 
 
-def attribute_text(model, tokenizer, text: str, *, baseline="zero", **options) -> Attribution:
-    """`attribute` on a string: encodes it; a one-character baseline means that token's embedding."""
-    if not text:
-        raise UserError("the text to attribute is empty")
-    ids = tokenizer.encode(text)  # a UserError names any character outside the vocabulary
+def attribute_ids(model, tokenizer, ids, *, baseline="zero", **options) -> Attribution:
+    """`attribute` with the tokenizer's help: tokens shown as text, a one-character baseline allowed."""
     result = attribute(model, ids, tokens=[tokenizer.decode([i]) for i in ids],
                        baseline=baseline_option(tokenizer, baseline), **options)
     result.settings["baseline"] = baseline  # the character, not its id, for people to read
     return result
+
+
+def attribute_text(model, tokenizer, text: str, **options) -> Attribution:
+    """`attribute` on a string: encodes it; a one-character baseline means that token's embedding."""
+    if not text:
+        raise UserError("the text to attribute is empty")
+    ids = tokenizer.encode(text)  # a UserError names any character outside the vocabulary
+    return attribute_ids(model, tokenizer, ids, **options)
 
 
 def compare_methods(model, ids, **options) -> dict[str, Attribution]:

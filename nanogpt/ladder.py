@@ -1,6 +1,6 @@
 """The loss ladder: each stage's train and val loss, measured by one script, printed as markdown.
 
-    python -m nanogpt.ladder                  # both tables in full (about 25 min on a 2-core CPU)
+    python -m nanogpt.ladder                  # both tables in full (about 35 min on a 2-core CPU)
     python -m nanogpt.ladder --quick          # every row for a few hundred steps: does it all run?
     python -m nanogpt.ladder --rows names-naive names-kaiming --out ladder.md
     python -m nanogpt.ladder --with-gpt       # add the GPT row from runs/gpt-cpu (`make train` first)

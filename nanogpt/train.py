@@ -14,7 +14,8 @@ the checkpoint, so a resumed run continues exactly where the killed one stopped.
 Under torchrun every process draws the same global batch from the same generator and keeps its
 own share of the micro-batches: N processes with grad_accum=N compute exactly the step that one
 process computes with grad_accum=N (with dropout 0: each process draws its own dropout masks).
-Only rank 0 writes files and prints.
+Only rank 0 writes files and prints; so a resumed multi-process run gives every process rank 0's
+saved random state, and with dropout its masks after the resume differ from an unbroken run's.
 """
 
 from __future__ import annotations

@@ -289,3 +289,19 @@ def test_completeness_warning_names_the_worst_target_and_the_remedy():
     assert "1 of 2 targets" in warning and "position 2" in warning and "steps" in warning
     bad.settings["method"] = "saliency"  # no completeness to expect
     assert bad.completeness_warning() == ""
+
+
+def test_the_worst_target_named_is_one_that_fails():
+    # target 1: dF tiny, gap under the 1e-3 floor (passes, though its ratio is 10); target 2 fails
+    scores = np.array([[1e-5, 0.0, 0.0], [0.6, 0.6, 0.0]])
+    result = Attribution(list("abc"), np.array([1, 2]), scores, np.array([1e-6, 1.0]), np.zeros(2),
+                         {"method": "ig", "steps": 32})
+    assert "1 of 2 targets" in result.completeness_warning()
+    assert "position 2" in result.completeness_warning()
+
+
+def test_a_broken_result_file_is_a_one_line_error(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"tokens": ["a"]}')
+    with pytest.raises(UserError, match="not an attribution result"):
+        Attribution.load(path)
