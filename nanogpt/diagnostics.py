@@ -436,7 +436,9 @@ def check_snapshot(snap: Snapshot) -> list[Problem]:
     for name, r in ratios.items():
         if median > 0 and math.isfinite(r) and r > MAX_GRAD_DATA_VS_MEDIAN * median:
             problems.append(Problem("grad_data", name, f"{name}: grad:data {r:.2e} is {r / median:.0f} x "
-                                    f"the median {median:.2e}: this layer trains much faster than the rest"))
+                                    f"the median {median:.2e}: this layer trains much faster than the rest "
+                                    "(at init, a layer scaled down on purpose, such as the output layer, "
+                                    "does so until it grows)"))
     return problems
 
 
