@@ -28,7 +28,7 @@ from nanogpt.attribution import (
     check_save_path,
     quadrature,
 )
-from nanogpt.checkpoint import load_model, resolve
+from nanogpt.checkpoint import load_model, pick_device, resolve
 from nanogpt.config import default_preset
 from nanogpt.errors import UserError
 from nanogpt.sample import generate, prompt_ids
@@ -100,8 +100,6 @@ def text_ids(model, tokenizer, args) -> tuple[list[int], int]:
 
 def run(args):
     """Load, generate (or take --text), attribute; return the result and the HTML path."""
-    from nanogpt.train import pick_device  # here, not on top: the training loop may import us
-
     quadrature(args.rule, args.steps)  # a bad --steps or --save fails before the model loads
     if args.save:
         check_save_path(args.save)

@@ -149,8 +149,25 @@ def resolve(path) -> Path:
     return path
 
 
+def pick_device(name: str = "auto") -> str:
+    """cuda, then mps, then cpu; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here (try --device cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: MPS is not available here (try --device cpu)")
+    return name
+
+
 def load_checkpoint(path, device="cpu") -> dict:
-    """Read a checkpoint safely (weights_only); a missing or broken file is a UserError."""
+    """Read a checkpoint safely (weights_only); a missing or broken file is a UserError.
+
+    Keep device="cpu" to resume a run: the random number generators' states must stay there.
+    """
     path = resolve(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}: run `make train` first")
@@ -160,15 +177,25 @@ def load_checkpoint(path, device="cpu") -> dict:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or ["no detail"]
         detail = next((line for line in lines if "error" in line.lower()), lines[0])
         raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {detail})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "stage" not in ckpt:
-        raise UserError(f"{path} is not a nanogpt checkpoint (no model or stage in it)")
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path} is not a nanogpt checkpoint (not a dict)")
+    missing = {"model", "stage", "model_config", "tokenizer"} - ckpt.keys()
+    if missing:
+        raise UserError(f"{path} is not a nanogpt checkpoint (missing {', '.join(sorted(missing))})")
+    if ckpt.get("format", FORMAT) > FORMAT:
+        raise UserError(f"{path} has format {ckpt['format']}; this code reads formats up to {FORMAT}: "
+                        "update the course's code")
     return ckpt
 
 
 def load_model(path, device="cpu"):
     """The trained model (in eval mode), its tokenizer and the whole checkpoint dict."""
-    ckpt = load_checkpoint(path, device)
+    ckpt = load_checkpoint(path)  # on the CPU, then the model alone moves (MPS has no float64)
     model = build_model(ckpt["stage"], ckpt["model_config"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"{resolve(path)}: its weights do not fit its model_config "
+                        f"({str(e).splitlines()[0]})") from None
     model.to(device).eval()
     return model, tokenizer_from_dict(ckpt["tokenizer"]), ckpt

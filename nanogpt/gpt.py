@@ -51,7 +51,8 @@ class KVCache:
 
     @property
     def length(self) -> int:
-        """How many positions are cached."""
+        """How many positions are cached; read it between calls (during one, the earlier layers
+        already hold the new tokens)."""
         return self.layer_length(0)
 
     def layer_length(self, layer: int) -> int:
@@ -79,7 +80,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
         self.explicit = False  # True: the masked-softmax path written out (for teaching and lenses)
-        self.last_attention = None  # (B, n_head, T, T_total) weights, kept by the explicit path
+        self.last_attention = None  # (B, n_head, T, past + T) weights, kept by the explicit path
 
     def forward(self, x, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.shape
@@ -88,7 +89,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         past = 0
         if cache is not None:
-            past = cache.layer_length(layer)  # layers fill one after another within a call
+            # this layer's own count: the layers before it have already appended this call's tokens
+            past = cache.layer_length(layer)
             k, v = cache.append(layer, k, v)  # (B, nh, past + T, hs)
         if self.explicit:
             y = self._explicit_attention(q, k, v, past)
@@ -178,7 +180,8 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; position embeddings excluded by default, as GPT-2's paper counts."""
+        """Parameter count; by default without the position table (nanoGPT's convention: a lookup
+        that scales with block_size; the token table stays, as it is also the head when tied)."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding else n
 

@@ -5,8 +5,9 @@
 The model only ever sees a window of at most `block_size` tokens. nanoGPT crops the context to
 its last `block_size` tokens at every step; that is the idea to keep in mind. Here the window
 slides in jumps instead (see `context_window`), so that a GPT can reuse its KV cache: the cached
-and uncached paths compute exactly the same windows, so `use_cache` changes the speed, never the
-text. `keep=block_size` gives nanoGPT's crop at every step.
+and uncached paths compute exactly the same windows, so `use_cache` changes the speed, not the
+logits (up to float rounding: the same text, but for a near-tie; exactly the same in float64).
+`keep=block_size` gives nanoGPT's crop at every step.
 
     python -m nanogpt.sample                                   # from runs/gpt-cpu/best.pt
     python -m nanogpt.sample --prompt "ROMEO:" --temperature 0.8 --top-k 20 --num-samples 3
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nanogpt.checkpoint import load_model
+from nanogpt.checkpoint import load_model, pick_device
 from nanogpt.config import default_preset
 from nanogpt.errors import UserError
 
@@ -92,7 +93,9 @@ class Decoder:
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide by the temperature: below 1 sharpens the distribution, above 1 flattens it."""
-    return logits / temperature
+    # Shift first (softmax does not care): the top logit becomes 0, so that a tiny temperature
+    # gives -inf for the others, never inf - inf = NaN.
+    return (logits - logits.amax(dim=-1, keepdim=True)) / temperature
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -104,14 +107,16 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filtering: keep the smallest set of most likely tokens whose probability reaches p."""
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    """Nucleus filtering: keep the smallest set of most likely tokens whose probability reaches p
+    (and any tied with the last one kept); the rest become -inf."""
+    if p >= 1:
+        return logits  # everything: float rounding in the cumsum must not drop the tail
+    sorted_logits = torch.sort(logits, dim=-1, descending=True).values
     probs = F.softmax(sorted_logits, dim=-1)
     before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
-    drop = before >= p  # the set already reached p without this token; the top one always stays
-    drop[..., 0] = False
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)  # back to vocabulary order
+    keep = before < p  # the set has not reached p without this token; before[..., 0] is 0: the top stays
+    cutoff = sorted_logits.masked_fill(~keep, float("inf")).amin(dim=-1, keepdim=True)  # (B, 1)
+    return logits.masked_fill(logits < cutoff, float("-inf"))
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -131,7 +136,9 @@ def sample_multinomial(logits: torch.Tensor, generator=None) -> torch.Tensor:
 
 def sample_gumbel(logits: torch.Tensor, generator=None) -> torch.Tensor:
     """The Gumbel-max trick: argmax(logits + Gumbel noise) is a draw from softmax(logits)."""
-    noise = gumbel_noise(logits.shape, generator, logits.dtype, logits.device)
+    # at least float32: bfloat16 would cut off the noise's tail and bias the draws
+    noise = gumbel_noise(logits.shape, generator, torch.promote_types(logits.dtype, torch.float32),
+                         logits.device)
     return torch.argmax(logits + noise, dim=-1, keepdim=True)  # (B, 1)
 
 
@@ -161,7 +168,7 @@ def next_token(logits, *, temperature=1.0, top_k=None, top_p=None, greedy=False,
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
-    draw = sample_gumbel if sampler == "gumbel" else sample_multinomial
+    draw = {"multinomial": sample_multinomial, "gumbel": sample_gumbel}[sampler]  # SAMPLERS
     return draw(logits, generator)
 
 
@@ -246,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1337, help="seed of every random draw")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | mps")
     p.add_argument("--no-cache", action="store_true",
-                   help="rerun the whole window every step (same text, slower)")
+                   help="rerun the whole window every step (same text up to float rounding, slower)")
     return p
 
 
@@ -272,8 +279,6 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
 
 def run(args) -> list[str]:
     """Load the checkpoint, generate, and return the samples as text."""
-    from nanogpt.train import pick_device  # here, not on top: the training loop may import us
-
     check_options(args.temperature, args.top_k, args.top_p, args.sampler, args.max_new_tokens)
     if args.num_samples < 1:
         raise UserError(f"--num-samples must be at least 1, not {args.num_samples}")

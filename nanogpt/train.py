@@ -42,6 +42,7 @@ from nanogpt.checkpoint import (
     clean_state_dict,
     load_checkpoint,
     model_config_dict,
+    pick_device,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -85,20 +86,6 @@ class Runtime:
     @property
     def device_type(self) -> str:
         return self.device.split(":")[0]
-
-
-def pick_device(name: str = "auto") -> str:
-    """cuda, then mps, then cpu; a named device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here (try --device cpu)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps: MPS is not available here (try --device cpu)")
-    return name
 
 
 def setup_runtime(cfg: TrainConfig) -> Runtime:
@@ -653,7 +640,7 @@ def plot_losses(metrics_path, png_path):
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
     ax.plot([r["iter"] for r in train], [r["loss"] for r in train], lw=0.6, alpha=0.5,
-            label="train (one batch)")
+            label="train (each step's batch)")
     ax.plot([r["iter"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (fixed batches)")
     ax.plot([r["iter"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val (fixed batches)")
     if evals:

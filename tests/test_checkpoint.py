@@ -62,6 +62,19 @@ def test_broken_checkpoint_is_a_one_line_user_error(tmp_path, run_dir):
     assert "\n" not in str(e.value)
 
 
+def test_checkpoints_of_another_kind_or_a_newer_format_are_one_line_errors(tmp_path, run_dir):
+    ckpt = torch.load(run_dir / "last.pt", weights_only=True)
+    for name, change, message in (("partial.pt", {"tokenizer": None}, "missing tokenizer"),
+                                  ("newer.pt", {"format": 10**6}, "format 1000000"),
+                                  ("misfit.pt", {"model_config": {**ckpt["model_config"], "n_embd": 32}},
+                                   "do not fit")):
+        bad = {k: v for k, v in {**ckpt, **change}.items() if v is not None}
+        torch.save(bad, tmp_path / name)
+        with pytest.raises(UserError, match=message) as e:
+            load_model(tmp_path / name)
+        assert "\n" not in str(e.value)
+
+
 def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path):
     path = tmp_path / "x.pt"
     save_checkpoint({"a": torch.ones(2)}, path)

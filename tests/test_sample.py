@@ -6,6 +6,7 @@ from nanogpt.errors import UserError
 from nanogpt.gpt import GPT, GPTConfig
 from nanogpt.sample import (
     Decoder,
+    apply_temperature,
     context_window,
     generate,
     gumbel_noise,
@@ -129,6 +130,21 @@ def test_top_p_keeps_the_smallest_set_reaching_p(p, kept):
     assert torch.isfinite(out[0, order[:kept]]).all()
     assert torch.isinf(out[0, order[kept:]]).all()
     assert torch.equal(out[0, order[:kept]], probs.log()[0, order[:kept]])
+
+
+def test_top_p_keeps_ties_with_the_last_kept_token_and_p_one_keeps_all():
+    logits = torch.tensor([[2.0, 1.0, 1.0, 0.0]])  # the two middle tokens tie
+    kept = torch.isfinite(top_p_filter(logits, 0.7))  # the top one alone has about 0.57
+    assert kept.tolist() == [[True, True, True, False]]
+    many = torch.randn(3, 65)
+    assert torch.equal(top_p_filter(many, 1.0), many)
+
+
+def test_a_tiny_temperature_gives_the_argmax_not_nan():
+    logits = torch.tensor([[0.1, 2.0, 0.3]])
+    shaped = apply_temperature(logits, 1e-40)
+    assert not torch.isnan(shaped).any() and shaped[0, 1] == 0
+    assert next_token(logits, temperature=1e-40, generator=torch.Generator().manual_seed(0)).item() == 1
 
 
 def test_greedy_is_argmax_and_ignores_temperature():
