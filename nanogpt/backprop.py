@@ -89,7 +89,9 @@ def forward(params: Params, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Ten
     bnmeani = hprebn.sum(0, keepdim=True) / n  # (1, n_hidden)
     bndiff = hprebn - bnmeani  # (n, n_hidden)
     bndiff2 = bndiff**2
-    bnvar = bndiff2.sum(0, keepdim=True) / (n - 1)  # (1, n_hidden) Bessel: divide by n-1
+    # Bessel: divide by n-1, as lecture 4 does. mlp.BatchNorm1d and torch divide by n when training;
+    # with /n here, the n/(n-1) in bn_backward would become 1.
+    bnvar = bndiff2.sum(0, keepdim=True) / (n - 1)  # (1, n_hidden)
     bnvar_inv = (bnvar + BN_EPS) ** -0.5
     bnraw = bndiff * bnvar_inv  # (n, n_hidden) zero mean, unit variance
     hpreact = p.bngain * bnraw + p.bnbias
@@ -127,12 +129,12 @@ def backward_atomic(params: Params, X: torch.Tensor, Y: torch.Tensor, acts: dict
     # loss = -mean_i logprobs[i, Y_i]: only the picked entries matter, each with weight -1/n
     dlogprobs = torch.zeros_like(a["logprobs"])
     dlogprobs[torch.arange(n), Y] = -1.0 / n
-    # logprobs = log(probs)
+    # logprobs = log(probs); d log x = 1/x
     dprobs = dlogprobs / a["probs"]
     # probs = counts * counts_sum_inv: counts_sum_inv (n, 1) was broadcast across the row
     dcounts_sum_inv = (a["counts"] * dprobs).sum(1, keepdim=True)
     dcounts = a["counts_sum_inv"] * dprobs  # first path into counts
-    # counts_sum_inv = counts_sum ** -1
+    # counts_sum_inv = counts_sum ** -1; d x**-1 = -x**-2
     dcounts_sum = -a["counts_sum"] ** -2 * dcounts_sum_inv
     # counts_sum = counts.sum(1): every count in the row receives the whole gradient
     dcounts = dcounts + dcounts_sum  # second path into counts, (n, 1) broadcast to (n, vocab)
@@ -143,7 +145,8 @@ def backward_atomic(params: Params, X: torch.Tensor, Y: torch.Tensor, acts: dict
     dlogits = dnorm_logits.clone()  # first path into logits
     # logit_maxes = logits.max(1): only the largest entry of each row gets the gradient
     dlogits = dlogits + F.one_hot(a["logits"].max(1).indices, vocab_size) * dlogit_maxes
-    # logits = h @ W2 + b2
+    # logits = h @ W2 + b2: each factor's gradient is the output's times the other factor,
+    # transposed; the only arrangement whose shapes fit
     dh = dlogits @ p.W2.T  # (n, n_hidden)
     dW2 = a["h"].T @ dlogits  # (n_hidden, vocab_size)
     db2 = dlogits.sum(0)  # b2 was broadcast down the batch
@@ -153,10 +156,10 @@ def backward_atomic(params: Params, X: torch.Tensor, Y: torch.Tensor, acts: dict
     dbngain = (a["bnraw"] * dhpreact).sum(0, keepdim=True)
     dbnbias = dhpreact.sum(0, keepdim=True)
     dbnraw = p.bngain * dhpreact
-    # bnraw = bndiff * bnvar_inv
+    # bnraw = bndiff * bnvar_inv: product rule, each factor's gradient is the other one times the output's
     dbnvar_inv = (a["bndiff"] * dbnraw).sum(0, keepdim=True)
     dbndiff = a["bnvar_inv"] * dbnraw  # first path into bndiff
-    # bnvar_inv = (bnvar + eps) ** -0.5
+    # bnvar_inv = (bnvar + eps) ** -0.5; d (v + eps)**-0.5 = -0.5 (v + eps)**-1.5
     dbnvar = -0.5 * (a["bnvar"] + BN_EPS) ** -1.5 * dbnvar_inv
     # bnvar = bndiff2.sum(0) / (n - 1): a sum spreads its gradient equally over its terms
     dbndiff2 = torch.ones_like(a["bndiff2"]) / (n - 1) * dbnvar
@@ -188,7 +191,12 @@ def backward_atomic(params: Params, X: torch.Tensor, Y: torch.Tensor, acts: dict
 
 
 def cross_entropy_backward(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """dloss/dlogits of the mean cross-entropy in one expression: (softmax - onehot) / n."""
+    """dloss/dlogits of the mean cross-entropy in one expression: (softmax - onehot) / n.
+
+    loss_i = -logit[i, y_i] + log sum_j exp(logit[i, j]), so dloss_i/dlogit[i, j] = softmax[i, j]
+    - [j = y_i]; /n because the loss is a mean. Each row sums to zero: the right logit is pulled
+    up by 1 - p, every other one down by its own p.
+    """
     n, vocab_size = logits.shape
     return (F.softmax(logits, 1) - F.one_hot(Y, vocab_size)) / n
 
@@ -197,7 +205,11 @@ def bn_backward(dhpreact, bnraw, bngain, bnvar_inv) -> torch.Tensor:
     """dloss/dhprebn through the whole BatchNorm (Bessel-corrected variance) in one expression.
 
     Each input moves its own output directly, and every output through the batch mean and
-    variance; the second and third terms take those shared paths back out.
+    variance; the second and third terms take those shared paths back out. With r = dhpreact:
+    dhprebn = gain * inv / n * (n r - sum(r) - n/(n-1) raw sum(r raw)). The first term is the
+    direct path; the second the path through the mean (which does not reach the variance, since
+    the deviations from the mean sum to zero); the third the path through the variance, whose
+    n/(n-1) is Bessel's (it would be 1 with a variance divided by n).
     """
     n = dhpreact.shape[0]
     return bngain * bnvar_inv / n * (
@@ -291,7 +303,7 @@ def gradients(params: Params, X, Y, source: str = "fused") -> tuple[torch.Tensor
         return loss.detach(), dict(zip(names, torch.autograd.grad(loss, tensors), strict=True))
     with torch.no_grad():  # our backward needs only the values: no graph to build
         loss, acts = forward(params, X, Y)
-        backward = backward_fused if source == "fused" else backward_atomic
+        backward = {"fused": backward_fused, "atomic": backward_atomic}[source]  # GRADIENTS
         grads = backward(params, X, Y, acts)
     return loss, {name: grads[name] for name, _ in params.items()}
 

@@ -50,6 +50,8 @@ class CountBigram(nn.Module):
 
     def __init__(self, vocab_size: int, smoothing: float = 1.0):
         super().__init__()
+        if smoothing < 0:
+            raise ValueError(f"smoothing must be >= 0, not {smoothing}")
         self.config = BigramConfig(vocab_size)
         self.smoothing = smoothing
         self.register_buffer("counts", torch.zeros(vocab_size, vocab_size, dtype=torch.long))
@@ -63,7 +65,11 @@ class CountBigram(nn.Module):
 
     @property
     def probs(self) -> torch.Tensor:
-        """P(next = b | current = a) as a (V, V) float64 table whose rows sum to 1."""
+        """P(next = b | current = a) as a (V, V) float64 table whose rows sum to 1.
+
+        With smoothing 0 it is the maximum-likelihood table: unseen pairs get probability 0
+        (log 0 = -inf), and a character never seen as the current one gets a row of NaN.
+        """
         smoothed = self.counts.double() + self.smoothing
         return smoothed / smoothed.sum(dim=1, keepdim=True)
 
@@ -98,7 +104,11 @@ class NeuralBigram(nn.Module):
 
     Feeding the current character as a one-hot vector x, the logits are x @ W: the one-hot picks
     out row `idx` of W. `W[idx]` is that same product without multiplying by all the zeros.
-    The learned W plays the part of log(counts): softmax(W[a]) approaches the count table's row a.
+    The learned W plays the part of log(counts): unregularised, softmax(W[a]) approaches the
+    unsmoothed count table's row a (an unseen pair's logit keeps falling). The network's version
+    of add-k smoothing is a pull of W towards zero, the uniform row it starts from: makemore adds
+    0.01 * (W**2).mean() to the loss; here the engine's weight decay can do it (--weight-decay).
+    On Tiny Shakespeare it hardly matters: unseen pairs are rare in its val split.
     """
 
     def __init__(self, config: BigramConfig):

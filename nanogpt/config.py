@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from nanogpt.errors import UserError
@@ -195,8 +196,14 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--step-decay-at must be in (0, 1], not {cfg.step_decay_at}")
     if cfg.data == "names" and cfg.tokenizer != "char":
         raise UserError("the names dataset is read character by character: use --tokenizer char")
-    if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {cfg.device!r}")
+    if cfg.stage == "mlp" and cfg.batchnorm and cfg.batch_size < 2:
+        raise UserError("BatchNorm needs at least 2 examples per batch: raise --batch-size or use "
+                        "--no-batchnorm")
+    if cfg.stage == "bigram" and cfg.tokenizer == "gpt2":
+        raise UserError("the bigram's table is vocab_size^2 weights (2.5 billion with --tokenizer gpt2): "
+                        "use --tokenizer char")
 
 
 def dashed(name: str) -> str:

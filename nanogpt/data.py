@@ -1,8 +1,8 @@
 """Text in: find or download a dataset, verify its sha256, split it, and cut it into batches.
 
 Where a named dataset is looked for, in order:
-  1. the project's `data/` folder,
-  2. the folder named by the environment variable NANOGPT_DATA_DIR,
+  1. the folder named by the environment variable NANOGPT_DATA_DIR (asked for, so it comes first),
+  2. the project's `data/` folder,
   3. its canonical address on the web (downloaded into `data/`, then verified).
 Every copy, local or downloaded, must match the recorded sha256.
 """
@@ -10,6 +10,7 @@ Every copy, local or downloaded, must match the recorded sha256.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import random
 import tempfile
@@ -61,7 +62,10 @@ def sha256_of(path: Path) -> str:
 
 
 def _verified(path: Path, ds: Dataset) -> Path:
-    found = sha256_of(path)
+    try:
+        found = sha256_of(path)
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
     if found != ds.sha256:
         raise UserError(
             f"{path} is corrupted: expected sha256 {ds.sha256}, found {found}; "
@@ -78,11 +82,11 @@ def download(ds: Dataset, dest_dir: Path | None = None, timeout: float = 30.0) -
                         f"point {ENV_DIR} at a folder holding it")
     from tqdm import tqdm
 
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / ds.filename
-    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{ds.filename}.", suffix=".part")
-    tmp = Path(tmp_name)
+    dest, tmp = dest_dir / ds.filename, None
     try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{ds.filename}.", suffix=".part")
+        tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(ds.url, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or ds.num_bytes)
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {ds.filename}") as bar:
@@ -93,19 +97,21 @@ def download(ds: Dataset, dest_dir: Path | None = None, timeout: float = 30.0) -
         if found != ds.sha256:
             raise UserError(f"downloaded {ds.filename} is corrupted: expected sha256 {ds.sha256}, "
                             f"found {found}")
+        os.chmod(tmp, 0o644)  # mkstemp made it private to its owner; data is for everyone to read
         os.replace(tmp, dest)  # atomic: a reader sees no file or the whole verified file
         return dest
-    except OSError as e:  # URLError and timeouts are OSErrors
-        raise UserError(f"could not download {ds.url} ({e}); you seem to be offline: put "
-                        f"{ds.filename} in {dest_dir} or set {ENV_DIR} to a folder holding it") from None
+    except (OSError, http.client.HTTPException) as e:  # URLError and timeouts are OSErrors
+        raise UserError(f"could not download {ds.url} into {dest_dir} ({e}): put {ds.filename} "
+                        f"there or set {ENV_DIR} to a folder holding it") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def dataset_path(name: str) -> Path:
     """Path to a verified local copy of a named dataset, downloading it when there is none."""
     ds = DATASETS[name]
-    folders = [DATA_DIR] + ([Path(os.environ[ENV_DIR])] if os.environ.get(ENV_DIR) else [])
+    folders = ([Path(os.environ[ENV_DIR]).expanduser()] if os.environ.get(ENV_DIR) else []) + [DATA_DIR]
     for folder in folders:
         if (folder / ds.filename).is_file():
             return _verified(folder / ds.filename, ds)
@@ -122,9 +128,14 @@ def load_text(name_or_path: str) -> str:
             raise UserError(f"no dataset or file named {name_or_path!r} "
                             f"(datasets: {', '.join(DATASETS)})")
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    if not text:
+        raise UserError(f"{path} is empty")
+    return text
 
 
 # ----------------------------------------------------------------------------- splits
@@ -147,10 +158,16 @@ def split_names(words: list[str], seed: int = 42):
 # ----------------------------------------------------------------------------- batches
 
 
+def short_split(n_tokens: int, block_size: int) -> str:
+    """The message for a split too short to hold one window and its next token."""
+    return (f"a split of the text holds {n_tokens} tokens, fewer than block_size+1 ({block_size + 1}): "
+            "use a smaller --block-size or a longer text (the val split is its last 10%)")
+
+
 def get_batch(data: torch.Tensor, block_size: int, batch_size: int, generator: torch.Generator):
     """Random windows of running text: x is (B, T) and y is x shifted one to the left."""
     if len(data) <= block_size:
-        raise UserError(f"the text ({len(data)} tokens) is shorter than block_size+1 ({block_size + 1})")
+        raise UserError(short_split(len(data), block_size))
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     offsets = torch.arange(block_size)
     x = data[ix[:, None] + offsets]  # (B, T)
@@ -177,6 +194,8 @@ def context_examples(words: list[str], stoi: dict[str, int], block_size: int, bo
 
 def text_examples(data: torch.Tensor, block_size: int):
     """Fixed-context examples from running text: every window of block_size ids and the id after it."""
+    if len(data) <= block_size:
+        raise UserError(short_split(len(data), block_size))
     X = data.unfold(0, block_size, 1)[:-1]  # (N, block_size), a view: no copy
     Y = data[block_size:]  # (N,)
     return X, Y

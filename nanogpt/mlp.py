@@ -73,6 +73,8 @@ class BatchNorm1d(nn.Module):
     by its own statistics, exactly. The running variance stores the unbiased estimate (divide by
     N - 1), the better guess of the whole data's variance. Eval uses the running statistics, so a
     single example gets a deterministic output. torch.nn.BatchNorm1d makes the same two choices.
+    `momentum` is the weight of the new batch in the running averages (torch's convention):
+    makemore part 3's `0.999 * running + 0.001 * batch` is momentum=0.001.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1):
@@ -86,12 +88,14 @@ class BatchNorm1d(nn.Module):
 
     def forward(self, x):
         if self.training:
+            n = x.shape[0]
+            if n < 2:  # one example has no spread: its variance would be 0/0 in the running average
+                raise ValueError("BatchNorm1d needs at least 2 examples per batch in training mode")
             mean = x.mean(0)  # (dim,)
-            var = x.var(0, unbiased=False)  # (dim,)
-            with torch.no_grad():
-                n = x.shape[0]
-                self.running_mean.lerp_(mean, self.momentum)  # (1 - m) * running + m * batch
-                self.running_var.lerp_(var * n / (n - 1), self.momentum)
+            var = x.var(0, correction=0)  # (dim,)
+            with torch.no_grad():  # .to(): under bfloat16 autocast the batch's statistics are bf16
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)  # (1-m) old + m new
+                self.running_var.lerp_((var * n / (n - 1)).to(self.running_var.dtype), self.momentum)
         else:
             mean, var = self.running_mean, self.running_var
         x_hat = (x - mean) / torch.sqrt(var + self.eps)  # (B, dim): mean 0, std 1 per feature

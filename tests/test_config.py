@@ -56,6 +56,9 @@ def test_no_arguments_pick_the_preset_for_the_hardware():
     (["--lr", "fast"], "invalid float"),
     (["--no-such-flag"], "unrecognized"),
     (["--data", "names", "--tokenizer", "gpt2"], "names"),
+    (["--device", "cuda:x"], "--device"),
+    (["--preset", "mlp", "--batch-size", "1"], "BatchNorm needs at least 2"),
+    (["--preset", "bigram", "--tokenizer", "gpt2"], "2.5 billion"),
 ])
 def test_invalid_values_give_one_line_errors(argv, words, capsys):
     assert main(argv) == 2

@@ -114,6 +114,7 @@ def test_download_with_right_hash_lands_in_data_dir(monkeypatch, tmp_path):
     monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: FakeResponse())
     assert len(load_text("names").splitlines()) == 32_033
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["names.txt"]
+    assert (tmp_path / "data" / "names.txt").stat().st_mode & 0o044 == 0o044  # readable by all
 
 
 def test_tests_never_download(monkeypatch, tmp_path):
@@ -132,6 +133,22 @@ def test_any_utf8_file_loads_and_bad_paths_give_one_line_errors(tmp_path):
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(UserError, match="not UTF-8"):
         load_text(str(tmp_path / "bin.txt"))
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(UserError, match="is empty"):
+        load_text(str(tmp_path / "empty.txt"))
+
+
+def test_the_folder_named_by_the_environment_comes_before_data(monkeypatch, tmp_path):
+    real = data.dataset_path("names").read_bytes()
+    _isolate(monkeypatch, tmp_path)
+    (tmp_path / "data" / "names.txt").write_text("a broken copy\n")  # an error if it were read
+    (tmp_path / "env" / "names.txt").write_bytes(real)
+    assert data.dataset_path("names") == tmp_path / "env" / "names.txt"
+
+
+def test_a_split_shorter_than_a_window_is_a_one_line_error():
+    with pytest.raises(UserError, match="fewer than block_size"):
+        text_examples(torch.arange(8), block_size=8)
 
 
 def test_batches_shift_by_one_and_repeat_with_the_seed():

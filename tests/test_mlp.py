@@ -112,3 +112,12 @@ def test_a_short_mlp_run_beats_the_bigram_on_validation():
     with torch.no_grad():
         val = m.eval()(Xva, Yva)[1].item()
     assert val < bigram_val - 0.1, (val, bigram_val)
+
+
+def test_batchnorm_trains_under_bfloat16_autocast_and_refuses_a_batch_of_one():
+    bn = BatchNorm1d(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = bn(Linear(3, 4, bias=False)(torch.randn(8, 3)))  # bf16 statistics, float32 buffers
+    assert torch.isfinite(out).all() and bn.running_var.dtype == torch.float32
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        bn(torch.randn(1, 4))
