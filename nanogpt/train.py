@@ -364,7 +364,7 @@ class Trainer:
 
     # --------------------------------------------------------------- one step
 
-    def my_micro_batches(self):
+    def local_micro_batches(self):
         """This process's share of the step's micro-batches, drawn in the same order everywhere."""
         per_rank = self.cfg.grad_accum // self.rt.world
         for i in range(self.cfg.grad_accum):
@@ -376,15 +376,33 @@ class Trainer:
         """One optimizer step at iteration it. Returns (loss, grad_norm, lr): the mean loss of this
         process's micro-batches (a tensor), the gradient norm before clipping (None when nothing
         needed it) and the learning rate used."""
-        cfg, rt, monitor = self.cfg, self.rt, self.monitor
+        cfg, monitor = self.cfg, self.monitor
         lr = lr_at(it, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if monitor:
             monitor.start_step(it)
-        per_rank = cfg.grad_accum // rt.world
-        total = torch.zeros((), device=rt.device, dtype=rt.param_dtype)
-        for i, (x, y) in enumerate(self.my_micro_batches()):
+        step_loss = self.accumulate_gradients()
+        if monitor:
+            monitor.after_backward(it)
+        norm = self.clip_gradients(measure=monitor is not None or (it + 1) % cfg.log_interval == 0)
+        if monitor:
+            monitor.before_update(it)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if monitor:
+            monitor.after_update(it, loss=step_loss.item(), lr=lr,
+                                 grad_norm=None if norm is None else norm.item(),
+                                 clipped=bool(cfg.grad_clip > 0 and norm.item() > cfg.grad_clip))
+        return step_loss, norm, lr
+
+    def accumulate_gradients(self) -> torch.Tensor:
+        """Forward and backward over this process's micro-batches; .grad ends up holding the
+        gradient of their mean loss (averaged over the processes too, under DDP). Returns that loss."""
+        rt = self.rt
+        per_rank = self.cfg.grad_accum // rt.world
+        step_loss = torch.zeros((), device=rt.device, dtype=rt.param_dtype)
+        for i, (x, y) in enumerate(self.local_micro_batches()):
             # DDP averages gradients across processes at the last micro-batch's backward only
             last = i == per_rank - 1
             sync = nullcontext() if last or rt.world == 1 else self.train_model.no_sync()
@@ -393,24 +411,18 @@ class Trainer:
                     _, loss = self.train_model(x, y)
                     loss = loss / per_rank  # gradients of the mean over the micro-batches
                 loss.backward()
-            total += loss.detach()
-        if monitor:
-            monitor.after_backward(it)
+            step_loss += loss.detach()
+        return step_loss
+
+    def clip_gradients(self, measure: bool):
+        """Clip the gradient's norm to grad_clip; return the norm before clipping (a tensor), or
+        None when there is no clipping and no one asked for the norm (it costs a pass over .grad)."""
         params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = None
-        if cfg.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)  # the norm before clipping
-        elif monitor or (it + 1) % cfg.log_interval == 0:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        if monitor:
-            monitor.before_update(it)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if monitor:
-            monitor.after_update(it, loss=total.item(), lr=lr,
-                                 grad_norm=None if norm is None else norm.item(),
-                                 clipped=bool(cfg.grad_clip > 0 and norm.item() > cfg.grad_clip))
-        return total, norm, lr
+        if self.cfg.grad_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        if measure:
+            return torch.nn.utils.get_total_norm([p.grad for p in params])
+        return None
 
     def global_mean(self, value: torch.Tensor) -> float:
         """A number averaged over all processes."""
