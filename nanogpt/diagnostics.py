@@ -601,10 +601,9 @@ class Monitor:
         """Print the health report; with out_dir, write diagnostics.npz, health.txt and PNGs there."""
         self._remove_hooks()
         history = self.history
+        if not _is_main_process():
+            return check(history)  # one process reports and writes
         report = health_report(history)
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_rank() != 0:
-            return check(history)  # one process writes
         self.log(report)
         if out_dir is not None:
             out = Path(out_dir)
@@ -651,6 +650,12 @@ class Monitor:
             if (p.check, p.where) not in self._warned:
                 self._warned.add((p.check, p.where))
                 self.log(f"diagnostics warning at step {step}: {p.message}")
+
+
+def _is_main_process() -> bool:
+    """True outside torchrun, and on rank 0 under it."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def snapshot(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Snapshot:
