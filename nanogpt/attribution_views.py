@@ -104,10 +104,10 @@ _JS = """
 (function () {
   var root = document.getElementById("{id}"), D = {data};
   var spans = root.querySelectorAll(".txt span"), cap = root.querySelector(".cap");
-  var pinned = D.first, names = {logprob: "log p", prob: "p", logit: "logit"};
+  var pinned = D.first;
   function signed(x, d) { return (x >= 0 ? "+" : "") + x.toFixed(d); }
   function colour(s, m) {
-    var a = m > 0 ? Math.min(1, Math.abs(s) / m) : 0, e = s > 0 ? [178, 24, 43] : [33, 102, 172];
+    var a = m > 0 ? Math.min(1, Math.abs(s) / m) : 0, e = s > 0 ? D.red : D.blue;
     return "rgb(" + e.map(function (c) { return Math.round(255 + a * (c - 255)); }).join(",") + ")";
   }
   function show(r) {
@@ -121,7 +121,7 @@ _JS = """
       sp.classList.toggle("after", s > t);
     });
     cap.textContent = "target " + t + " " + JSON.stringify(spans[t].dataset.ch) + ": " +
-      (names[D.target] || "F") + " = " + signed(D.f[r], 4) + ", baseline " + signed(D.fb[r], 4) +
+      D.name + " = " + signed(D.f[r], 4) + ", baseline " + signed(D.fb[r], 4) +
       ", dF = " + signed(D.f[r] - D.fb[r], 4) + ", delta = " + D.delta[r].toExponential(2);
   }
   root.addEventListener("mouseover", function (e) {
@@ -150,7 +150,7 @@ def html_view(result, t: int | None = None) -> str:
     row_of = {tt: r for r, tt in enumerate(result.targets.tolist())}
     starts = [result.window(tt)[0] for tt in result.targets.tolist()]
     data = dict(targets=result.targets.tolist(), starts=starts, first=row_of[t],
-                target=result.settings.get("target"),
+                name=TARGET_NAMES.get(result.settings.get("target"), "F"), red=RED, blue=BLUE,
                 rows=[[float(f"{v:.4g}") for v in result.scores[r, s:tt]]
                       for r, (s, tt) in enumerate(zip(starts, result.targets.tolist(), strict=True))],
                 f=result.f_input.tolist(), fb=result.f_baseline.tolist(), delta=result.delta.tolist())

@@ -3,6 +3,8 @@
 import html
 import io
 import re
+import shutil
+import subprocess
 from types import SimpleNamespace
 
 import numpy as np
@@ -305,3 +307,37 @@ def test_a_broken_result_file_is_a_one_line_error(tmp_path):
     path.write_text('{"tokens": ["a"]}')
     with pytest.raises(UserError, match="not an attribution result"):
         Attribution.load(path)
+
+
+NODE_STUB = """
+var listeners = {}, cap = {textContent: ""};
+function span(i) {
+  return {style: {}, title: "", dataset: {ch: "x", r: i > 0 ? String(i - 1) : undefined},
+          classList: {toggle: function () {}}};
+}
+var spans = [span(0), span(1), span(2), span(3)];
+var root = {querySelectorAll: function () { return spans; }, querySelector: function () { return cap; },
+            addEventListener: function (kind, f) { listeners[kind] = f; }};
+var document = {getElementById: function () { return root; }};
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+def test_html_script_colours_the_hovered_targets_context_and_keeps_the_clicked_one(tmp_path):
+    scores = np.array([[0.5, 0, 0, 0], [0.2, -0.3, 0, 0], [0.1, 0.1, 0.2, 0]])
+    result = Attribution(list("ab<c"), np.array([1, 2, 3]), scores, np.array([1.0, 0.0, 1.0]),
+                         np.zeros(3), {"method": "ig", "target": "logprob", "block_size": 8})
+    script = re.search(r"<script>(.*)</script>", result.to_html(), re.S).group(1)
+    driver = """
+    listeners.mouseover({target: spans[2]});
+    console.log(cap.textContent + "|" + spans[0].style.background + "|" + spans[1].style.background);
+    listeners.click({target: spans[3]}); listeners.mouseover({target: spans[1]}); listeners.mouseleave();
+    console.log(cap.textContent);
+    """
+    (tmp_path / "page.js").write_text(NODE_STUB + script + driver)
+    hovered, pinned = subprocess.run(["node", str(tmp_path / "page.js")], capture_output=True, text=True,
+                                     check=True).stdout.splitlines()
+    caption, first, second = hovered.split("|")
+    assert caption.startswith("target 2") and "log p" in caption
+    assert first.startswith("rgb(") and second == "rgb(33,102,172)"  # +0.2 reddish, -0.3 full blue
+    assert pinned.startswith("target 3")  # leaving the text shows the clicked target again
