@@ -417,8 +417,9 @@ def attribute(model, ids, *, positions=None, tokens=None, **options) -> Attribut
             g = plan.weights[ki].view(-1, 1, 1) * g  # (J, L, C)
             # A target's rows are neighbours in a batch: sum them in a fixed order (index_add_
             # would add them with atomics on a GPU, in an order that changes from run to run).
-            for i in ti.unique_consecutive().tolist():
-                mean_grad[i, :g.shape[1]] += g[ti == i].sum(0)
+            targets_here, counts = ti.unique_consecutive(return_counts=True)
+            for i, rows in zip(targets_here.tolist(), g.split(counts.tolist()), strict=True):
+                mean_grad[i, :g.shape[1]] += rows.sum(0)
         # 2. F at both ends of the path, for completeness: two "alphas", 1 (F(x)) and 0 (F(baseline))
         for ti, ki, windows, reads in _rows(ids, targets, 2, block_size, plan.batch_size):
             f[ti, ki] = values(model, windows, reads, ids[t_all[ti]], ends[ki], plan)

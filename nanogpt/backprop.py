@@ -293,6 +293,7 @@ def names_examples(block_size: int = 3, seed: int = 42) -> NamesExamples:
 
 
 GRADIENTS = ("fused", "atomic", "autograd")
+BACKWARDS = {"fused": backward_fused, "atomic": backward_atomic}  # ours; "autograd" is torch's
 
 
 def gradients(params: Params, X, Y, source: str = "fused") -> tuple[torch.Tensor, dict]:
@@ -303,7 +304,7 @@ def gradients(params: Params, X, Y, source: str = "fused") -> tuple[torch.Tensor
         return loss.detach(), dict(zip(names, torch.autograd.grad(loss, tensors), strict=True))
     with torch.no_grad():  # our backward needs only the values: no graph to build
         loss, acts = forward(params, X, Y)
-        backward = {"fused": backward_fused, "atomic": backward_atomic}[source]  # GRADIENTS
+        backward = BACKWARDS[source]
         grads = backward(params, X, Y, acts)
     return loss, {name: grads[name] for name, _ in params.items()}
 

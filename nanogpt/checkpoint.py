@@ -163,20 +163,29 @@ def pick_device(name: str = "auto") -> str:
     return name
 
 
-def load_checkpoint(path, device="cpu") -> dict:
+def first_detail(e: Exception, word: str = "") -> str:
+    """One line of a many-line exception message: the first holding `word`, else the first after a
+    heading that ends with ':' (load_state_dict's "Error(s) in loading ...:"), else the first."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or ["no detail"]
+    if word:
+        return next((line for line in lines if word in line.lower()), lines[0])
+    return lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+
+
+def load_checkpoint(path) -> dict:
     """Read a checkpoint safely (weights_only); a missing or broken file is a UserError.
 
-    Keep device="cpu" to resume a run: the random number generators' states must stay there.
+    Everything loads on the CPU (the random number generators' states must stay there); the
+    caller moves the model where it runs.
     """
     path = resolve(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}: run `make train` first")
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a checkpoint, or holding more than plain values
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or ["no detail"]
-        detail = next((line for line in lines if "error" in line.lower()), lines[0])
-        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: {detail})") from None
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+                        f"{first_detail(e, 'error')})") from None
     if not isinstance(ckpt, dict):
         raise UserError(f"{path} is not a nanogpt checkpoint (not a dict)")
     missing = {"model", "stage", "model_config", "tokenizer"} - ckpt.keys()
@@ -196,6 +205,6 @@ def load_model(path, device="cpu"):
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise UserError(f"{resolve(path)}: its weights do not fit its model_config "
-                        f"({str(e).splitlines()[0]})") from None
+                        f"({first_detail(e)})") from None
     model.to(device).eval()
     return model, tokenizer_from_dict(ckpt["tokenizer"]), ckpt

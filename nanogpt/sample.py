@@ -142,6 +142,9 @@ def sample_gumbel(logits: torch.Tensor, generator=None) -> torch.Tensor:
     return torch.argmax(logits + noise, dim=-1, keepdim=True)  # (B, 1)
 
 
+DRAWS = {"multinomial": sample_multinomial, "gumbel": sample_gumbel}  # one per name in SAMPLERS
+
+
 def gumbel_softmax(logits, tau: float, hard: bool = False, generator=None, noise=None):
     """softmax((logits + g) / tau): a differentiable relaxation of the Gumbel-max draw.
 
@@ -168,7 +171,7 @@ def next_token(logits, *, temperature=1.0, top_k=None, top_p=None, greedy=False,
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
-    draw = {"multinomial": sample_multinomial, "gumbel": sample_gumbel}[sampler]  # SAMPLERS
+    draw = DRAWS[sampler]
     return draw(logits, generator)
 
 

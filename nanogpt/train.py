@@ -296,6 +296,7 @@ class Trainer:
         self.start_iter = self.iter
         self.monitor = self._monitor() if cfg.diag else None
         self.stop_requested = False
+        self.pace = None  # (time, iter) from which --max-minutes measures the pace of the run
         if rt.master:
             self.out.mkdir(parents=True, exist_ok=True)
             self._open_metrics(resumed=ckpt is not None)
@@ -474,8 +475,9 @@ class Trainer:
             raise UserError(f"the {what} is {value} at iter {self.iter}: training diverged and "
                             f"stopped; {kept}; try a lower --lr or --grad-clip 1")
 
-    def eval_and_save(self) -> dict:
-        """Evaluate, log, and write last.pt (and best.pt when val improved)."""
+    def eval_and_save(self, refit_budget: bool = False) -> dict:
+        """Evaluate, log, and write last.pt (and best.pt when val improved). refit_budget: refit
+        --max-minutes' max_iters before saving, so that last.pt holds the schedule the run follows."""
         losses = self.evaluate()
         for split, value in losses.items():
             self.check_finite(value, f"{split} loss")
@@ -484,6 +486,8 @@ class Trainer:
         self.log(kind="eval", iter=self.iter, train_loss=losses["train"], val_loss=losses["val"],
                  time=round(time.time() - self.t0, 3))
         line = f"iter {self.iter}: train {losses['train']:.4f}, val {losses['val']:.4f}"
+        if refit_budget and self.pace is not None and self.max_iters_final and self.iter > self.pace[1]:
+            self.fit_budget((time.time() - self.pace[0]) / (self.iter - self.pace[1]), first=False)
         if self.iter > 0:  # an untrained model is not worth a file
             line += "; " + self.save(*(("last.pt", "best.pt") if improved else ("last.pt",)))
         self.say(line)
@@ -500,7 +504,8 @@ class Trainer:
         """
         cfg = self.cfg
         left = cfg.max_minutes * 60 - (time.time() - self.t0)
-        steps = torch.tensor(self.iter + max(1, int((left - self.final_seconds()) / seconds_per_step)))
+        steps = torch.tensor(self.iter + max(1, int((left - self.final_seconds()) / seconds_per_step)),
+                             device=self.rt.device)  # nccl broadcasts only tensors on the GPU
         if self.rt.world > 1:
             dist.broadcast(steps, src=0)  # rank 0's clock decides for all
         cfg.max_iters, self.max_iters_final = int(steps), True
@@ -557,28 +562,28 @@ class Trainer:
         bar = tqdm(total=cfg.max_iters, initial=self.iter, disable=not self.progress, unit="step",
                    dynamic_ncols=True, file=sys.stderr)
         t_log, it_log, step_times = time.time(), self.iter, []
-        pace = None  # (time, iter) where the budget's clock starts: a fresh run with --max-minutes only
         while self.iter < cfg.max_iters:
             just_resumed = self.iter == self.start_iter > 0  # last.pt was written at this iter
+            saved_now = False
             if self.iter % cfg.eval_interval == 0 and not just_resumed:
-                self.eval_and_save()
-                if pace is not None and self.max_iters_final and self.iter > pace[1]:
-                    self.fit_budget((time.time() - pace[0]) / (self.iter - pace[1]), first=False)
-                    bar.total = cfg.max_iters
+                self.eval_and_save(refit_budget=True)
+                bar.total, saved_now = cfg.max_iters, self.iter > 0
             elif cfg.save_interval and self.iter % cfg.save_interval == 0 and self.iter > self.start_iter:
                 self.check_finite(self.global_mean(self.last_loss), "training loss")
                 self.say(self.save("last.pt"))
+                saved_now = True
             # After the evaluation, not before: a run stopped at an eval step resumes past it.
             if self.should_stop():
-                self.save("last.pt")
+                if not saved_now:
+                    self.save("last.pt")
                 self.say(f"interrupted at iter {self.iter}: saved last.pt; continue with --resume")
                 bar.close()
                 return True
 
             it = self.iter
             t_step = time.time()
-            if not self.max_iters_final and it - self.start_iter == CALIBRATION_SKIP and self.start_iter == 0:
-                pace = (t_step, it)
+            if not self.max_iters_final and it - self.start_iter == CALIBRATION_SKIP:
+                self.pace = (t_step, it)
             loss, norm, lr = self.step(it)
             self.iter, self.last_loss = it + 1, loss
             if not self.max_iters_final and it - self.start_iter >= CALIBRATION_SKIP:

@@ -189,7 +189,7 @@ def test_time_budget_is_refitted_at_every_evaluation(tmp_path):
     evals = [r["iter"] for r in records(tmp_path, "eval")]
     refit_at = [i for i in evals if budget[0]["iter"] < i < result["iters"]]
     assert [r["iter"] for r in budget[1:]] == refit_at and len(refit_at) >= 1
-    assert result["iters"] == budget[-1]["max_iters"] and result["seconds"] < 0.1 * 60 + 2
+    assert result["iters"] == budget[-1]["max_iters"]
 
 
 # ----------------------------------------------------------------------------- the pieces
