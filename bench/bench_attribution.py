@@ -68,7 +68,7 @@ def settings_table(ckpt) -> None:
           f"{COMPLETENESS_TOLERANCE:.0%} of \\|dF\\| | wall s | CPU s |\n|---|---|---|---|")
     for flags, options in SETTINGS:
         wall, cpu, result = timed(attribute, model, ids, positions=range(1, len(ids)), **options)
-        off = np.abs(result.delta) > np.maximum(COMPLETENESS_TOLERANCE * np.abs(result.dF), 1e-3)
+        off = result.incomplete()
         print(f"| {flags} | {off.sum()} of {len(off)} | {wall:.0f} | {cpu:.0f} |", flush=True)
 
 

@@ -80,15 +80,18 @@ class Attribution:
         """(T,) completeness gap: sum of the scores - (F(x) - F(baseline))."""
         return self.scores.sum(axis=1) - self.dF
 
+    def incomplete(self, tolerance: float = COMPLETENESS_TOLERANCE) -> np.ndarray:
+        """(T,) True where |delta| exceeds max(tolerance * |dF|, 1e-3): the quadrature missed."""
+        return np.abs(self.delta) > np.maximum(tolerance * np.abs(self.dF), 1e-3)
+
     def completeness_warning(self, tolerance: float = COMPLETENESS_TOLERANCE) -> str:
         """'' when every |delta| is within max(tolerance * |dF|, 1e-3); else a line saying what to do."""
         if self.settings.get("method", "ig") != "ig" or self.settings.get("aggregate", "sum") != "sum":
             return ""  # completeness is a property of integrated gradients' signed sums only
-        gap = np.abs(self.delta)
-        off = gap > np.maximum(tolerance * np.abs(self.dF), 1e-3)
+        off = self.incomplete(tolerance)
         if not off.any():
             return ""
-        ratio = gap / np.maximum(np.abs(self.dF), 1e-12)
+        ratio = np.abs(self.delta) / np.maximum(np.abs(self.dF), 1e-12)
         worst = int(np.argmax(np.where(off, ratio, -np.inf)))  # the worst of those that fail
         return (f"completeness: |delta| > {tolerance:.0%} of |dF| for {off.sum()} of {len(off)} targets "
                 f"(worst: position {self.targets[worst]}, delta {self.delta[worst]:+.2g} for dF "
