@@ -5,30 +5,34 @@
     .venv/bin/python bench/bench_train.py --equal-time          # + val loss after 100 s per preset
     .venv/bin/python bench/bench_train.py --equal-time --minutes 1.67 10   # the 100 s / 10 min table
 
-Speed: each preset's real training step (nanogpt.train.Trainer.step: batches, forward, backward,
-clipping, optimizer) is timed over a few steps after a warm-up. MFU divides the model's FLOPs
-per second by a peak measured in the same run: a large fp32 matmul on the same threads (the
-best this machine's BLAS does, so MFU here is "how close to a big matmul", not to the datasheet).
+Speed: each preset's real training steps (the loop of nanogpt.train.train: batches, forward,
+backward, clipping, optimizer; no evaluation) are timed from the run's log after a warm-up. MFU
+divides the model's FLOPs per second by a peak measured in the same run: a large fp32 matmul on
+the same threads (the best this machine's BLAS does, so MFU here is "how close to a big matmul",
+not to the datasheet).
 A GPT step costs about 6N + 12 L T C FLOPs per token (N parameters without the position table;
 the second term is attention; nanoGPT's estimate_mfu), an MLP step 6N.
 
 Equal time: each GPT CPU preset trains with --max-minutes M (its schedule fitted to the
 budget) and reports its final val loss (the whole val split). On a shared machine both the
-speed and the losses at equal time come out pessimistic; CPU seconds are the steadier figure.
+speed and the losses at equal time come out pessimistic.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import tempfile
 import time
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import torch
 
+from nanogpt.checkpoint import load_model
 from nanogpt.config import preset
-from nanogpt.train import Trainer, train
+from nanogpt.train import train
 
 
 def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -46,9 +50,8 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t
 
 
-def flops_per_token(trainer: Trainer) -> float:
+def flops_per_token(cfg, model) -> float:
     """Training FLOPs per token: 6N (+ 12 L T C for a GPT's attention)."""
-    cfg, model = trainer.cfg, trainer.model
     if cfg.stage == "gpt":
         n = model.num_params()  # without the position table: a lookup, not a matmul
         return 6 * n + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
@@ -56,21 +59,21 @@ def flops_per_token(trainer: Trainer) -> float:
 
 
 def time_steps(name: str, steps: int, **overrides) -> dict:
-    """Tokens per second (wall and per CPU-second) of a preset's real training steps."""
+    """Tokens per second of a preset's real training steps (the loop of nanogpt.train.train, with
+    no evaluation in between), timed from the run's own log records after a warm-up."""
+    warmup = max(2, steps // 10)
+    steps = max(1, round(steps / warmup)) * warmup  # log every `warmup` steps: first record = warm
     with tempfile.TemporaryDirectory() as out:
-        cfg = preset(name, out_dir=out, eval_iters=1, max_iters=10**6, max_minutes=0.0, **overrides)
+        cfg = preset(name, out_dir=out, eval_iters=1, eval_interval=10**6, log_interval=warmup,
+                     max_iters=warmup + steps, max_minutes=0.0, **overrides)
         with redirect_stdout(io.StringIO()):  # the run's own description: not part of the table
-            trainer = Trainer(cfg, progress=False)
-        warmup = max(2, steps // 10)
-        for it in range(warmup):
-            trainer.step(it)
-        wall, cpu = time.perf_counter(), time.process_time()
-        for it in range(warmup, warmup + steps):
-            trainer.step(it)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        trainer.metrics.close()
-    tokens = steps * cfg.grad_accum * trainer.data.tokens_per_batch
-    return {"tok_s": tokens / wall, "tok_cpu_s": tokens / cpu, "flops": flops_per_token(trainer),
+            train(cfg, progress=False)
+        records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+        times = [r["time"] for r in records if r["kind"] == "train"]
+        model = load_model(Path(out) / "last.pt")[0]
+    wall = times[-1] - times[0]
+    tokens = steps * cfg.grad_accum * cfg.batch_size * (cfg.block_size if cfg.stage == "gpt" else 1)
+    return {"tok_s": tokens / wall, "flops": flops_per_token(cfg, model),
             "threads": torch.get_num_threads(), "step_ms": 1e3 * wall / steps}
 
 
@@ -80,8 +83,8 @@ def speed_table(quick: bool) -> None:
     rows = [("gpt-cpu", {}, 20), ("gpt-cpu", {"dtype": "bfloat16"}, 20), ("gpt-cpu-fast", {}, 40),
             ("mlp", {}, 2000), ("bigram", {}, 2000)]
     peaks = {}
-    print("| preset | dtype | threads | ms/step | tokens/s | tokens/CPU-s | MFU vs fp32 matmul |")
-    print("|---|---|---|---|---|---|---|")
+    print("| preset | dtype | threads | ms/step | tokens/s | MFU vs fp32 matmul |")
+    print("|---|---|---|---|---|---|")
     for name, overrides, steps in rows:
         r = time_steps(name, max(3, int(steps * scale)), **overrides)
         if r["threads"] not in peaks:
@@ -90,7 +93,7 @@ def speed_table(quick: bool) -> None:
         dtype = overrides.get("dtype", "float32")
         mfu_text = "n/a (a lookup)" if name == "bigram" else f"{mfu:.1%}"
         print(f"| {name} | {dtype} | {r['threads']} | {r['step_ms']:.1f} | {r['tok_s']:,.0f} | "
-              f"{r['tok_cpu_s']:,.0f} | {mfu_text} |", flush=True)
+              f"{mfu_text} |", flush=True)
     print("\nfp32 matmul peak (2048^3, best of 5): " + "; ".join(
         f"{threads} thread(s) {peak / 1e9:.1f} GFLOP/s" for threads, peak in sorted(peaks.items())))
 

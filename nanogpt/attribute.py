@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from nanogpt import cli
 from nanogpt.attribution import (
     AGGREGATES,
     METHODS,
@@ -28,30 +29,21 @@ from nanogpt.attribution import (
     check_save_path,
     quadrature,
 )
-from nanogpt.checkpoint import load_model, pick_device, resolve
-from nanogpt.config import default_preset
+from nanogpt.checkpoint import load_model, resolve
 from nanogpt.errors import UserError
+from nanogpt.runtime import pick_device
 from nanogpt.sample import generate, prompt_ids
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag becomes a one-line UserError instead of usage text."""
-
-    def error(self, message):
-        raise UserError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of `python -m nanogpt.attribute`."""
-    p = _Parser(prog="python -m nanogpt.attribute", description=__doc__.splitlines()[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", default=f"runs/{default_preset()}/best.pt",
-                   help="checkpoint file, or a run folder (its best.pt)")
+    p = cli.parser("python -m nanogpt.attribute", __doc__.splitlines()[0])
+    cli.add_ckpt(p)
     p.add_argument("--text", default=None, help="attribute this text instead of generating")
     p.add_argument("--prompt", default="", help="text to continue (empty: start from a newline)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="characters to generate")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--seed", type=int, default=1337, help="seed of the sampling draws")
+    cli.add_seed(p, help="seed of the sampling draws")
     p.add_argument("--method", default="ig", choices=METHODS,
                    help="integrated gradients, plain gradient, or gradient * input")
     p.add_argument("--target", default="logprob", choices=TARGETS,
@@ -76,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", default=None, help="also save the result (.npz or .json)")
     p.add_argument("--top", type=int, default=3, help="contributors listed per character")
     p.add_argument("--no-color", action="store_true", help="numbers instead of 24-bit colour")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | mps")
+    cli.add_device(p)
     return p
 
 
@@ -125,18 +117,17 @@ def run(args):
 
 def main(argv=None) -> int:
     """The command line: `python -m nanogpt.attribute --help`."""
-    try:
-        args = build_parser().parse_args(argv)
-        result, html = run(args)
-        print(f"---------- {len(result.tokens)} characters ----------\n{result.text}\n----------")
-        print(result.to_terminal(args.position, color=False if args.no_color else None, top=args.top))
-        if warning := result.completeness_warning():
-            print(f"warning: {warning}", file=sys.stderr)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli.run(attribute_and_print, build_parser(), argv)
+
+
+def attribute_and_print(args) -> None:
+    """Attribute, print the text and each character's top contributors, write the page."""
+    result, html = run(args)
+    print(f"---------- {len(result.tokens)} characters ----------\n{result.text}\n----------")
+    print(result.to_terminal(args.position, color=False if args.no_color else None, top=args.top))
+    if warning := result.completeness_warning():
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {html}" + (f" and {args.save}" if args.save else ""))
-    return 0
 
 
 if __name__ == "__main__":

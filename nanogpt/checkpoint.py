@@ -1,4 +1,4 @@
-"""Save and load training runs: atomic writes, plain contents, one registry of the models.
+"""Save and load training runs: atomic writes, plain contents, and the table of the models.
 
 A checkpoint is a dict of plain python values and tensors only, so that
 `torch.load(path, weights_only=True)` reads it without running any pickled code:
@@ -16,57 +16,43 @@ from __future__ import annotations
 import os
 import platform
 import random
+import sys
 import tempfile
-from collections.abc import Mapping
 from dataclasses import asdict, fields, is_dataclass
-from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from nanogpt.bigram import BigramConfig, NeuralBigram
 from nanogpt.errors import UserError
+from nanogpt.gpt import GPT, GPTConfig
+from nanogpt.mlp import MLP, MLPConfig
 from nanogpt.tokenizer import tokenizer_from_dict
 
 FORMAT = 1
 
-# Stage name -> (module, model class, config class). Imported on first use, so that this file
-# works before every stage exists, and so that models never import the engine.
-_STAGES = {
-    "bigram": ("nanogpt.bigram", "NeuralBigram", "BigramConfig"),
-    "mlp": ("nanogpt.mlp", "MLP", "MLPConfig"),
-    "gpt": ("nanogpt.gpt", "GPT", "GPTConfig"),
+# Stage name -> (model class, config class): where `stage` in a checkpoint or a config leads.
+STAGES = {
+    "bigram": (NeuralBigram, BigramConfig),
+    "mlp": (MLP, MLPConfig),
+    "gpt": (GPT, GPTConfig),
 }
-
-
-class _Registry(Mapping):
-    """REGISTRY[stage] -> (model class, config class), importing the stage's module when asked."""
-
-    def __getitem__(self, stage):
-        if stage not in _STAGES:
-            raise UserError(f"unknown stage {stage!r} (stages: {', '.join(_STAGES)})")
-        module, model_name, config_name = _STAGES[stage]
-        try:
-            mod = import_module(module)
-        except ModuleNotFoundError as e:
-            raise UserError(f"stage {stage!r} needs {module}, which is missing ({e})") from None
-        return getattr(mod, model_name), getattr(mod, config_name)
-
-    def __iter__(self):
-        return iter(_STAGES)
-
-    def __len__(self):
-        return len(_STAGES)
-
-
-REGISTRY = _Registry()
 
 
 def build_model(stage: str, model_config: dict) -> torch.nn.Module:
     """A fresh model of a stage from its config dict (only the fields its config class knows)."""
-    model_cls, config_cls = REGISTRY[stage]
+    if stage not in STAGES:
+        raise UserError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+    model_cls, config_cls = STAGES[stage]
     known = {f.name for f in fields(config_cls) if f.init}
     return model_cls(config_cls(**{k: v for k, v in model_config.items() if k in known}))
+
+
+def unknown_model_keys(stage: str, model_config: dict) -> list[str]:
+    """The keys of a saved model config that the stage's config class has no field for."""
+    known = {f.name for f in fields(STAGES[stage][1]) if f.init}
+    return sorted(k for k in model_config if k not in known)
 
 
 def model_config_dict(model: torch.nn.Module) -> dict:
@@ -149,20 +135,6 @@ def resolve(path) -> Path:
     return path
 
 
-def pick_device(name: str = "auto") -> str:
-    """cuda, then mps, then cpu; a named device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here (try --device cpu)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps: MPS is not available here (try --device cpu)")
-    return name
-
-
 def first_detail(e: Exception, word: str = "") -> str:
     """One line of a many-line exception message: the first holding `word`, else the first after a
     heading that ends with ':' (load_state_dict's "Error(s) in loading ...:"), else the first."""
@@ -201,6 +173,10 @@ def load_model(path, device="cpu"):
     """The trained model (in eval mode), its tokenizer and the whole checkpoint dict."""
     ckpt = load_checkpoint(path)  # on the CPU, then the model alone moves (MPS has no float64)
     model = build_model(ckpt["stage"], ckpt["model_config"])
+    unknown = unknown_model_keys(ckpt["stage"], ckpt["model_config"])
+    if unknown:
+        print(f"note: {resolve(path)} has model settings this version does not know; ignored: "
+              + ", ".join(unknown), file=sys.stderr)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from nanogpt import cli
 from nanogpt.errors import UserError
 
 
@@ -79,9 +80,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """Back from `to_dict`; fields unknown to this version are dropped."""
+        """Back from `to_dict`; fields unknown to this version are dropped (see `unknown_keys`)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def unknown_keys(cls, d: dict) -> list[str]:
+        """The keys of a saved config that this version has no field for (from_dict drops them)."""
+        known = {f.name for f in fields(cls)}
+        return sorted(k for k in d if k not in known)
 
 
 # ----------------------------------------------------------------------------- presets
@@ -214,17 +221,6 @@ def dashed(name: str) -> str:
 # ----------------------------------------------------------------------------- command line
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, and the list of presets kept as written."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag becomes a one-line UserError instead of usage text."""
-
-    def error(self, message):
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """One flag per TrainConfig field; the defaults shown are those of the default CPU preset."""
     shown = PRESETS["gpt-cpu"]
@@ -234,8 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     epilog = "presets:\n" + "\n".join(f"  {k:13s} {v}" for k, v in PRESET_NOTES.items()) + (
         "\n\nWith --resume the run in --out-dir continues exactly from its last.pt, with the "
         "settings saved there\n(only device, compile, threads, diag and diag_every may change).")
-    parser = _Parser(prog="python -m nanogpt.train", description=description, epilog=epilog,
-                     formatter_class=_HelpFormatter)
+    parser = cli.parser("python -m nanogpt.train", description, epilog)
     parser.add_argument("--preset", default=argparse.SUPPRESS,
                         help="settings to start from (default: gpt-gpu with CUDA, else gpt-cpu)")
     for f in fields(TrainConfig):
@@ -255,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv=None) -> TrainConfig:
     """The TrainConfig that a command line asks for: a preset, then its overrides, checked."""
-    args = vars(build_parser().parse_args(argv))
-    name = args.pop("preset", None) or default_preset()
-    return preset(name, **args)
+    return config_from_namespace(build_parser().parse_args(argv))
+
+
+def config_from_namespace(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed flags: the preset named (or the default one), then the flags given."""
+    given = dict(vars(args))
+    name = given.pop("preset", None) or default_preset()
+    return preset(name, **given)

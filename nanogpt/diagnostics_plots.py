@@ -3,6 +3,9 @@
 Each `plot_*` function takes a Snapshot (one measured step, from `diagnostics.snapshot`), a
 History (a whole run, from a Monitor or `History.load`) or a Monitor, returns a matplotlib Figure
 and prints the numbers it draws, so that a learner can compare without squinting.
+
+This module reads the numbers (stats, history, health) and never the Monitor, which imports it
+to save its PNGs: a Monitor is recognised by its `.history`.
 """
 
 from __future__ import annotations
@@ -12,18 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nanogpt.diagnostics import (
-    NAME_WIDTH,
-    UPDATE_GUIDE,
-    UPDATE_WINDOW,
-    History,
-    Monitor,
-    Snapshot,
-    layer_line,
-    median_update,
-    recent_median,
-    weight_line,
-)
+from nanogpt.diagnostics_health import UPDATE_GUIDE, UPDATE_WINDOW, median_update, recent_median
+from nanogpt.diagnostics_history import History
+from nanogpt.diagnostics_stats import NAME_WIDTH, Snapshot, layer_line, weight_line
 
 DPI = 64  # modest: a lecture with a dozen of these figures stays well under a megabyte
 
@@ -48,10 +42,15 @@ def _show_figures_in_notebooks() -> None:
         select_figure_formats(shell, {"png"})
 
 
+def _as_history(source) -> History:
+    """A History as it is, or a Monitor's (anything with a .history)."""
+    return source if isinstance(source, History) else source.history
+
+
 def _as_snapshot(source) -> Snapshot:
     if isinstance(source, Snapshot):
         return source
-    history = source.history if isinstance(source, Monitor) else source
+    history = _as_history(source)
     if not history.snapshots:
         raise ValueError("no tracked step recorded yet")
     return history.snapshots[-1]
@@ -102,15 +101,16 @@ def plot_weight_grads(source, verbose: bool = True):
 
 def plot_update_ratios(source, verbose: bool = True):
     """log10 update:data of each weight over the steps, against the -3 guide line; prints medians."""
-    history = source.history if isinstance(source, Monitor) else source
-    updates = history.updates()
+    history = _as_history(source)
+    updates = history.updates()  # (steps, weights); nan where a weight took no step
     fig, (ax,) = _figure()
     for j, name in enumerate(history.weight_names):
         median = recent_median(updates[:, j])
+        said = "no step taken" if math.isnan(median) else f"{median:+.2f}"  # frozen, or not optimized
         if verbose:
             print(f"{name:{NAME_WIDTH}s}: median log10 update:data over the last {UPDATE_WINDOW} "
-                  f"steps {median:+.2f}")
-        ax.plot(history.steps, updates[:, j], lw=1, label=f"{name}: {median:+.2f}")
+                  f"steps {said}")
+        ax.plot(history.steps, updates[:, j], lw=1, label=f"{name}: {said}")
     ax.axhline(UPDATE_GUIDE, color="k", ls="--", lw=1, label=f"guide: {UPDATE_GUIDE:g}")
     ax.set_xlabel("step")
     ax.set_ylabel("log10 std(update) / std(weight)")
@@ -122,7 +122,7 @@ def plot_update_ratios(source, verbose: bool = True):
 
 def plot_training(source, verbose: bool = True):
     """Loss, learning rate and gradient norm (clipped steps marked) over the steps; prints them."""
-    h = source.history if isinstance(source, Monitor) else source
+    h = _as_history(source)
     fig, axes = _figure(ncols=3, width=15)
     if not h.steps:
         raise ValueError("no step recorded yet")

@@ -26,13 +26,16 @@ from pathlib import Path
 
 import torch
 
+from nanogpt import cli
+from nanogpt.batches import Batches
 from nanogpt.bigram import CountBigram
 from nanogpt.checkpoint import load_model
 from nanogpt.config import PRESETS, dashed, preset
 from nanogpt.data import load_text, split_text
 from nanogpt.errors import UserError
+from nanogpt.runtime import Runtime
 from nanogpt.tokenizer import CharTokenizer
-from nanogpt.train import Batches, Runtime, mean_loss, train
+from nanogpt.train import mean_loss, train
 
 # makemore part 3's recipe: context 3, embeddings of 10, 200 tanh units, batch 32, plain SGD
 # for 200k steps with the learning rate cut from 0.1 to 0.01 halfway (the lecture: `lr = 0.1 if
@@ -207,25 +210,16 @@ def shakespeare_table(results: list[Result], args) -> str:
 # ----------------------------------------------------------------------------- command line
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag becomes a one-line UserError instead of usage text."""
-
-    def error(self, message):
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ladder's flags."""
-    parser = _Parser(
-        prog="python -m nanogpt.ladder", description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = cli.parser("python -m nanogpt.ladder", __doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", choices=ROW_KEYS, default=ROW_KEYS, metavar="ROW",
                         help=f"rows to run, of: {' '.join(ROW_KEYS)}")
     parser.add_argument("--steps", type=int, default=None,
                         help="steps for every trained row (default: each row's own; names 200000)")
     parser.add_argument("--quick", action="store_true",
                         help="a fast check: 300 steps a row (unless --steps) and a smaller Shakespeare MLP")
-    parser.add_argument("--seed", type=int, default=1337, help="seed of every run")
+    cli.add_seed(parser, help="seed of every run")
     parser.add_argument("--out-dir", default="runs/ladder", help="folder for the rows' run folders")
     parser.add_argument("--out", default=None, help="also write the tables to this markdown file")
     parser.add_argument("--with-gpt", action="store_true",
@@ -268,16 +262,15 @@ def run(args) -> str:
 
 def main(argv=None) -> int:
     """The command line: `python -m nanogpt.ladder --help`."""
-    try:
-        args = build_parser().parse_args(argv)
-        markdown = run(args)
-        if args.out:
-            Path(args.out).write_text(markdown)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli.run(run_and_print, build_parser(), argv)
+
+
+def run_and_print(args) -> None:
+    """Run the rows, print the tables, and write them to --out if asked."""
+    markdown = run(args)
+    if args.out:
+        Path(args.out).write_text(markdown)
     print(markdown, end="")
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nanogpt.checkpoint import load_model, pick_device
-from nanogpt.config import default_preset
+from nanogpt import cli
+from nanogpt.checkpoint import load_model
 from nanogpt.errors import UserError
+from nanogpt.runtime import pick_device
 
 SAMPLERS = ("multinomial", "gumbel")
 
@@ -224,20 +225,11 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
 # ----------------------------------------------------------------------------- command line
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag becomes a one-line UserError instead of usage text."""
-
-    def error(self, message):
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The flags of `python -m nanogpt.sample`."""
-    p = _Parser(prog="python -m nanogpt.sample",
-                description="Generate text from a checkpoint of any stage (bigram, mlp, gpt).",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", default=f"runs/{default_preset()}/best.pt",
-                   help="checkpoint file, or a run folder (its best.pt)")
+    p = cli.parser("python -m nanogpt.sample",
+                   "Generate text from a checkpoint of any stage (bigram, mlp, gpt).")
+    cli.add_ckpt(p)
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="", help="text to continue (empty: start from a newline)")
     prompt.add_argument("--prompt-file", default=None, help="read the prompt from this UTF-8 file")
@@ -253,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=int, default=None,
                    help="past block_size, restart the window from the last KEEP tokens "
                         "[GPT: block_size // 2; block_size = nanoGPT's crop every step]")
-    p.add_argument("--seed", type=int, default=1337, help="seed of every random draw")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | mps")
+    cli.add_seed(p)
+    cli.add_device(p)
     p.add_argument("--no-cache", action="store_true",
                    help="rerun the whole window every step (same text up to float rounding, slower)")
     return p
@@ -304,15 +296,15 @@ def run(args) -> list[str]:
 
 def main(argv=None) -> int:
     """The command line: `python -m nanogpt.sample --help`."""
-    try:
-        samples = run(build_parser().parse_args(argv))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli.run(print_samples, build_parser(), argv)
+
+
+def print_samples(args) -> None:
+    """Generate, then print each sample under a header line."""
+    samples = run(args)
     for i, sample in enumerate(samples, 1):
         print(f"---------- sample {i} of {len(samples)} ----------")
         print(sample)
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nanogpt.checkpoint import (
-    REGISTRY,
+    STAGES,
     build_model,
     clean_state_dict,
     load_checkpoint,
@@ -104,10 +104,22 @@ def test_random_states_come_back_exactly():
     assert torch.equal(a[3], b[3])
 
 
-def test_registry_names_every_stage():
-    assert set(REGISTRY) == {"bigram", "mlp", "gpt"}
+def test_the_stage_table_names_every_stage_by_its_class():
+    from nanogpt.bigram import BigramConfig, NeuralBigram
+    from nanogpt.mlp import MLP, MLPConfig
+
+    assert STAGES == {"bigram": (NeuralBigram, BigramConfig), "mlp": (MLP, MLPConfig),
+                      "gpt": (GPT, GPTConfig)}
     model = build_model("gpt", {"vocab_size": 7, "block_size": 4, "n_layer": 1, "n_head": 1,
                                 "n_embd": 8, "not_a_gpt_field": 1})
-    assert isinstance(model, REGISTRY["gpt"][0])
+    assert isinstance(model, STAGES["gpt"][0])
     with pytest.raises(UserError, match="unknown stage"):
-        REGISTRY["transformer"]
+        build_model("transformer", {})
+
+
+def test_loading_names_model_settings_this_version_does_not_know(run_dir, tmp_path, capsys):
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    ckpt["model_config"]["rotary"] = True
+    save_checkpoint(ckpt, tmp_path / "odd.pt")
+    load_model(tmp_path / "odd.pt")
+    assert "does not know; ignored: rotary" in capsys.readouterr().err

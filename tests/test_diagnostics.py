@@ -1,6 +1,10 @@
 """The diagnostics lens: what it measures, what it warns about, and what it writes."""
 
+import ast
+import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,9 +47,10 @@ def saturations(snap):
     return [s.saturation for s in snap.layers.values() if s.kind == "tanh"]
 
 
-def train_steps(model, monitor, lr, steps, seed=2, clip=0.0):
-    """A plain SGD loop that calls the monitor's five hooks where the engine does."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+def train_steps(model, monitor, lr, steps, seed=2, clip=0.0, params=None):
+    """A plain SGD loop over `params` (default: all) that calls the monitor's five hooks where the
+    engine does."""
+    opt = torch.optim.SGD(model.parameters() if params is None else params, lr=lr)
     for step in range(steps):
         x, y = batch(32, seed + step)
         monitor.start_step(step)
@@ -55,7 +60,7 @@ def train_steps(model, monitor, lr, steps, seed=2, clip=0.0):
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else math.inf)
         monitor.before_update(step)
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
         monitor.after_update(step, loss=loss.item(), lr=lr, grad_norm=norm.item(),
                              clipped=bool(clip and norm.item() > clip))
 
@@ -184,6 +189,59 @@ def test_only_the_first_micro_batch_of_a_step_is_measured():
     assert stats.mean == pytest.approx(torch.tanh(model.net[0].bias).mean().item())
 
 
+def test_activation_gradients_are_measured_as_if_the_loss_were_not_divided_by_grad_accum():
+    # the engine divides each micro-batch's loss by grad_accum before its backward
+    k = 4  # a power of two: dividing and multiplying by it are exact, so the numbers match exactly
+    x, y = batch()
+    snaps = []
+    for grad_accum in (1, k):
+        model = deep_mlp()
+        monitor = D.Monitor(model, every=1, log=lambda _: None, grad_accum=grad_accum)
+        monitor.start_step(0)
+        for _ in range(grad_accum):  # the same batch each time: .grad ends up that batch's gradient
+            (model(x, y)[1] / grad_accum).backward()
+        monitor.after_backward(0)
+        snaps.append(monitor.history.snapshots[0])
+    plain, accumulated = snaps
+    assert list(accumulated.layers) == list(plain.layers) and plain.layers
+    for name, s in plain.layers.items():
+        a = accumulated.layers[name]
+        assert (a.grad_mean, a.grad_std, a.grad_hist.span) == (s.grad_mean, s.grad_std, s.grad_hist.span)
+        np.testing.assert_array_equal(a.grad_hist.counts, s.grad_hist.counts)
+    for name, w in plain.weights.items():  # .grad is the mean over the micro-batches: left as it is
+        assert accumulated.weights[name].grad_std == pytest.approx(w.grad_std, rel=1e-12)
+
+
+def test_grad_accum_must_be_at_least_one():
+    from nanogpt.errors import UserError
+
+    with pytest.raises(UserError, match="at least 1"):
+        D.Monitor(Net(nn.Linear(2, 2)), grad_accum=0)
+
+
+def test_a_weight_that_took_no_step_has_no_update_ratio():
+    # fine-tuning one layer: the optimizer holds only it, and log10(0) = -inf for every other weight
+    # would make the median -inf and the health report cry "learning rate too low"
+    model = deep_mlp()
+    first = next(m for m in model.modules() if isinstance(m, Linear))
+    monitor = D.Monitor(model, every=5, log=lambda _: None)
+    train_steps(model, monitor, lr=0.1, steps=12, params=first.parameters())
+    updates = monitor.history.updates()  # (12, 6)
+    moved = monitor.history.weight_names.index("net.layers.2.weight")
+    assert np.isfinite(updates[:, moved]).all()
+    assert np.isnan(np.delete(updates, moved, axis=1)).all()
+    assert D.median_update(monitor.history) == pytest.approx(np.median(updates[:, moved]))
+    assert not [p for p in monitor.finish() if p.check == "update"]
+
+
+def test_the_update_check_ignores_minus_inf_saved_by_older_runs():
+    history = D.History(["a", "b", "c"], steps=list(range(10)), loss=[1.0] * 10, lr=[0.1] * 10,
+                        grad_norm=[1.0] * 10, clipped=[False] * 10,
+                        update_ratio=[np.array([-3.0, -np.inf, -np.inf])] * 10)
+    assert D.median_update(history) == -3.0
+    assert not [p for p in D.check_training(history) if p.check == "update"]
+
+
 # ----------------------------------------------------------------------------- warnings
 
 
@@ -241,6 +299,16 @@ def test_nan_loss_and_constant_clipping_are_reported():
     assert {"nan", "clipping"} <= checks
 
 
+def test_clipping_is_worked_out_from_the_threshold_when_not_given():
+    monitor = D.Monitor(Net(nn.Linear(2, 2)), every=1, log=lambda _: None)
+    for step, norm in enumerate((0.5, 2.0)):
+        monitor.after_update(step, loss=torch.tensor(1.0), lr=0.1, grad_norm=torch.tensor(norm),
+                             grad_clip=1.0)
+    monitor.after_update(2, loss=1.0, lr=0.1, grad_norm=None, grad_clip=1.0)  # norm not measured
+    assert monitor.history.clipped == [False, True, False]
+    assert monitor.history.grad_norm[:2] == [0.5, 2.0] and monitor.history.loss == [1.0] * 3
+
+
 def test_every_must_be_at_least_one():
     from nanogpt.errors import UserError
 
@@ -279,3 +347,29 @@ def test_plots_return_figures_and_print_the_numbers_they_draw(capsys):
     assert P.plot_update_ratios(monitor).axes and P.plot_training(monitor.history).axes
     out = capsys.readouterr().out
     assert "saturated" in out and "grad:data" in out and "update:data over the last" in out
+
+
+# ----------------------------------------------------------------------------- layout
+
+LENS = ["diagnostics_stats", "diagnostics_history", "diagnostics_health", "diagnostics_plots", "diagnostics"]
+
+
+def test_the_lens_modules_import_only_those_below_them():
+    package = Path(D.__file__).parent
+    for i, module in enumerate(LENS):
+        tree = ast.parse((package / f"{module}.py").read_text())
+        imported = {node.module.removeprefix("nanogpt.") for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module}
+        assert imported & set(LENS) <= set(LENS[:i]), module
+
+
+def test_every_name_the_lectures_use_is_where_they_import_it_from():
+    lectures = Path(__file__).parents[1] / "lectures"
+    notebooks = [p for p in sorted(lectures.rglob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts]
+    code = "\n".join("".join(cell["source"]) for path in notebooks
+                     for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code")
+    used = {(alias, name) for alias, name in re.findall(r"\b(diag|plots)\.([A-Za-z_]\w*)", code)}
+    assert ("diag", "snapshot") in used  # the lectures still say diag. and plots.
+    missing = [f"{alias}.{name}" for alias, name in sorted(used)
+               if not hasattr({"diag": D, "plots": P}[alias], name)]
+    assert not missing

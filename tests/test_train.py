@@ -12,7 +12,9 @@ import torch
 
 from nanogpt.config import preset
 from nanogpt.errors import UserError
-from nanogpt.train import lr_at, make_optimizer, train
+from nanogpt.run import make_optimizer
+from nanogpt.runtime import pick_device, setup_runtime
+from nanogpt.train import lr_at, main, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # A GPT small enough that a step takes milliseconds; float64 where runs are compared exactly.
@@ -114,13 +116,58 @@ def test_ctrl_c_saves_last_pt_and_stops(tmp_path, sig):
     assert torch.load(tmp_path / "last.pt", weights_only=True)["iter"] == stopped_at
 
 
-def test_diverging_loss_stops_and_keeps_best_pt(tmp_path):
-    train(tiny(tmp_path, max_iters=10, eval_interval=5), progress=False)
-    before = (tmp_path / "best.pt").read_bytes()
+def test_diverging_loss_stops_and_keeps_best_pt(tmp_path, monkeypatch):
+    import nanogpt.run
+    import nanogpt.train
+
+    # a sane run until iter 10 (best.pt written at 5 and 10), then a learning rate that blows it up
+    sane = nanogpt.train.lr_at
+    monkeypatch.setattr(nanogpt.train, "lr_at", lambda it, cfg: sane(it, cfg) if it < 10 else 1e30)
+    saved = {}
+    real_save = nanogpt.run.save_checkpoint
+
+    def save(ckpt, path):
+        real_save(ckpt, path)
+        saved[Path(path).name] = Path(path).read_bytes()
+
+    monkeypatch.setattr(nanogpt.run, "save_checkpoint", save)
     with pytest.raises(UserError, match="diverged"):
+        train(tiny(tmp_path, max_iters=50, eval_interval=5, warmup_iters=0, grad_clip=0.0), progress=False)
+    assert (tmp_path / "best.pt").read_bytes() == saved["best.pt"]  # the last one written before NaN
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["iter"] <= 10
+
+
+def test_a_fresh_run_moves_an_earlier_runs_checkpoints_aside(tmp_path, capsys):
+    train(tiny(tmp_path, max_iters=4, eval_interval=2), progress=False)
+    earlier = (tmp_path / "best.pt").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(UserError, match="diverged"):  # stops before it writes anything of its own
         train(tiny(tmp_path, max_iters=50, eval_interval=5, lr=1e30, min_lr=0.0, warmup_iters=0,
                    grad_clip=0.0), progress=False)
-    assert (tmp_path / "best.pt").read_bytes() == before
+    assert "moved the earlier run's best.pt, last.pt" in capsys.readouterr().out
+    assert not (tmp_path / "best.pt").exists() and not (tmp_path / "last.pt").exists()
+    assert (tmp_path / "previous" / "best.pt").read_bytes() == earlier
+
+
+@pytest.mark.parametrize("where", ["a file", "inside a file"])
+def test_an_out_dir_that_cannot_be_a_folder_is_a_one_line_error(tmp_path, where, capsys):
+    (tmp_path / "f").write_text("not a folder")
+    out = tmp_path / "f" if where == "a file" else tmp_path / "f" / "run"
+    assert main([*TINY_FLAGS, "--max-iters", "1", "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out-dir") and err.count("\n") == 1
+
+
+def test_a_resumed_run_names_saved_settings_it_does_not_know(tmp_path, capsys):
+    from nanogpt.checkpoint import load_checkpoint, save_checkpoint
+
+    train(tiny(tmp_path, max_iters=2, eval_interval=2), progress=False)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    ckpt["config"]["rotary"] = True  # a setting of some other version
+    save_checkpoint(ckpt, tmp_path / "last.pt")
+    capsys.readouterr()
+    train(tiny(tmp_path, resume=True, max_iters=3), progress=False)
+    assert "does not know; ignored: rotary" in capsys.readouterr().out
 
 
 def test_two_processes_match_one_process_with_grad_accum(tmp_path):
@@ -214,8 +261,6 @@ def test_weight_decay_only_on_matrices():
 
 
 def test_device_is_picked_cuda_then_mps_then_cpu(monkeypatch):
-    from nanogpt.train import pick_device
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pick_device("auto") == "cuda" and pick_device("cuda:1") == "cuda:1"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -228,8 +273,6 @@ def test_device_is_picked_cuda_then_mps_then_cpu(monkeypatch):
 
 
 def test_cpu_trains_in_float32_unless_bfloat16_is_asked_for():
-    from nanogpt.train import setup_runtime
-
     cpu = setup_runtime(preset("smoke", device="cpu"))
     assert cpu.param_dtype == torch.float32 and "nullcontext" in type(cpu.autocast).__name__
     forced = setup_runtime(preset("smoke", device="cpu", dtype="bfloat16"))
@@ -237,15 +280,15 @@ def test_cpu_trains_in_float32_unless_bfloat16_is_asked_for():
 
 
 def test_a_plain_resume_notes_only_the_flags_the_saved_run_overrides(tmp_path, capsys):
-    from nanogpt.train import Trainer
+    from nanogpt.run import start_run
 
     # --max-minutes rewrites the saved max_iters; the user never typed it, so no note about it
     train(tiny(tmp_path, max_iters=10**6, max_minutes=0.02, eval_interval=10**6), progress=False)
     capsys.readouterr()
     for flags, note in (({}, None), ({"lr": 0.5}, "ignored: lr=0.5")):
-        trainer = Trainer(tiny(tmp_path, max_minutes=0.02, eval_interval=10**6, resume=True, **flags),
-                          progress=False)
-        trainer.metrics.close()
+        run = start_run(tiny(tmp_path, max_minutes=0.02, eval_interval=10**6, resume=True, **flags),
+                        progress=False)
+        run.log.close()
         out = capsys.readouterr().out
         assert ("ignored" not in out) if note is None else (note in out)
 
