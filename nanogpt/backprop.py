@@ -1,31 +1,39 @@
-"""Stage 2, by hand: the MLP with BatchNorm, and its gradients derived one step at a time.
+"""Stage 2, by hand: the MLP of mlp.py (one hidden layer, BatchNorm), its gradients derived step by step.
 
-    X (n, block_size) -> emb = C[X] -> embcat -> hprebn = embcat @ W1 + b1
-      -> BatchNorm (mean, diff, diff**2, Bessel-corrected var, inverse std, raw) -> hpreact
+    X (n, block_size) -> emb = C[X] -> embcat -> hprebn = embcat @ W1 (no bias: BatchNorm follows)
+      -> BatchNorm (mean, diff, diff**2, variance over n, inverse std, raw) -> hpreact
       -> h = tanh(hpreact) -> logits = h @ W2 + b2 -> softmax, spelled out -> loss
 
-`forward` writes that chain as the small steps a learner would write by hand and keeps every
-intermediate, so that autograd's gradient of each can be set beside ours. `backward_atomic`
-walks the chain backwards one step at a time; `cross_entropy_backward` and `bn_backward` do
-the two longest stretches in one expression each; `backward_fused` uses them to train.
-`train_manual` trains on names with these gradients only (no `.backward()` anywhere), or with
-autograd's, through the same loop, to compare. This file imports nothing from the engine.
+The network is `mlp.MLP(MLPConfig(n_layer=1, batchnorm=True))` itself, with mlp's init:
+`Params.of(model)` names its six tensors with the derivation's letters, a step on them is a step
+of the model, and the model scores itself at the end (BatchNorm on the running statistics that
+training kept). `forward` is its training-mode pass in the small steps a learner writes by hand,
+keeping every intermediate for autograd to check; `backward_atomic` walks it back one step at a
+time; `cross_entropy_backward` and `bn_backward` collapse the two longest stretches into one
+expression each, for `backward_fused`. `train_manual` trains on these gradients (or autograd's).
+Makemore part 4, the lecture's source, differs in three places where this file follows mlp.py:
+it keeps a bias b1 before the BatchNorm (which cancels it), divides the batch variance by n - 1
+(mlp.py and torch divide by n in training), and calibrates BatchNorm on the whole training set
+after training instead of keeping running averages.
+The file is over 400 lines because the two backward passes are written out one derivative per
+line, each under the forward step it undoes (the lecture reads them that way); the rest is what
+the lecture imports (checks, names data, the training loop) and the CLI.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 
+from nanogpt import cli
 from nanogpt.data import context_examples, load_text, sample_examples, split_names
 from nanogpt.errors import UserError
+from nanogpt.mlp import MLP, BatchNorm1d, MLPConfig
 from nanogpt.tokenizer import CharTokenizer
 
-BN_EPS = 1e-5  # added to the variance before its inverse square root
+BN_EPS = 1e-5  # mlp.BatchNorm1d's eps, added to the variance before its inverse square root
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -34,64 +42,67 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 @dataclass
 class Params:
-    """The MLP's seven parameter tensors, every one a leaf that autograd can also differentiate."""
+    """The six parameter tensors of a one-hidden-layer mlp.MLP with BatchNorm, by the derivation's names."""
 
     C: torch.Tensor  # (vocab_size, n_embd) the embedding table
-    W1: torch.Tensor  # (block_size * n_embd, n_hidden)
-    b1: torch.Tensor  # (n_hidden,) useless in front of BatchNorm, kept so its gradient is checked
-    bngain: torch.Tensor  # (1, n_hidden)
-    bnbias: torch.Tensor  # (1, n_hidden)
-    W2: torch.Tensor  # (n_hidden, vocab_size)
+    W1: torch.Tensor  # (block_size * n_embd, n_hidden) the hidden Linear's weight (it has no bias)
+    bngain: torch.Tensor  # (n_hidden,)
+    bnbias: torch.Tensor  # (n_hidden,)
+    W2: torch.Tensor  # (n_hidden, vocab_size) the output Linear
     b2: torch.Tensor  # (vocab_size,)
+
+    @classmethod
+    def of(cls, model: MLP) -> Params:
+        """The model's own tensors, shared (not copied): a step on them is a step of the model."""
+        if model.config.n_layer != 1 or not model.config.batchnorm:
+            raise ValueError("backprop derives the MLP with one hidden layer and BatchNorm, "
+                             f"not {model.config}")
+        emb, _flatten, lin1, bn, _tanh, lin2 = model.net.layers
+        return cls(emb.weight, lin1.weight, bn.gain, bn.bias, lin2.weight, lin2.bias)
 
     def items(self) -> list[tuple[str, torch.Tensor]]:
         """(name, tensor) pairs in a fixed order."""
         return [(f.name, getattr(self, f.name)) for f in fields(self)]
 
 
-def init_params(vocab_size: int = 27, block_size: int = 3, n_embd: int = 10, n_hidden: int = 64, *,
-                generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Params:
-    """Random parameters, none of them zero or one, so that a wrong gradient formula cannot hide.
+def make_model(vocab_size: int = 27, block_size: int = 3, n_embd: int = 10,
+               n_hidden: int = MLPConfig.n_hidden, *, generator: torch.Generator,
+               dtype: torch.dtype = torch.float32) -> MLP:
+    """The network this file differentiates: mlp.MLP, one hidden layer, BatchNorm, mlp's own init."""
+    config = MLPConfig(vocab_size, block_size, n_embd, n_hidden, n_layer=1, batchnorm=True)
+    return MLP(config, generator=generator).to(dtype)
 
-    A zero bias or a gain of exactly one would make some wrong formulas (a dropped term, a
-    missing factor) give the right answer by luck; small random values expose them.
+
+def init_params(vocab_size: int = 27, block_size: int = 3, n_embd: int = 10,
+                n_hidden: int = MLPConfig.n_hidden, *, generator: torch.Generator,
+                dtype: torch.dtype = torch.float32, nudge: float = 0.1) -> Params:
+    """mlp.MLP's initial parameters, each nudged by N(0, nudge**2) noise, to check gradients on.
+
+    mlp's init has BatchNorm's gain at one and every bias at zero, where a wrong formula (a
+    forgotten factor of the gain, a dropped term) can give the right answer by luck.
     """
-    fan_in = block_size * n_embd
-
-    def randn(*shape):
-        return torch.randn(shape, generator=generator, dtype=dtype)
-
-    params = Params(
-        C=randn(vocab_size, n_embd),
-        W1=randn(fan_in, n_hidden) * (5 / 3) / fan_in**0.5,  # Kaiming init for tanh
-        b1=randn(n_hidden) * 0.1,
-        bngain=1.0 + randn(1, n_hidden) * 0.1,
-        bnbias=randn(1, n_hidden) * 0.1,
-        W2=randn(n_hidden, vocab_size) * 0.1,  # small: the first losses are near log(vocab_size)
-        b2=randn(vocab_size) * 0.1,
-    )
-    for _, p in params.items():
-        p.requires_grad_(True)
-    return params
+    model = make_model(vocab_size, block_size, n_embd, n_hidden, generator=generator)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * nudge)
+    return Params.of(model.to(dtype))
 
 
 # ----------------------------------------------------------------------------- forward, in atoms
 
 
 def forward(params: Params, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """The loss on a batch, and every intermediate tensor by name (in the order computed)."""
+    """The loss on a batch (BatchNorm in training mode), and every intermediate tensor by name."""
     p = params
     n = X.shape[0]
     emb = p.C[X]  # (n, block_size, n_embd)
     embcat = emb.view(n, -1)  # (n, block_size * n_embd)
-    hprebn = embcat @ p.W1 + p.b1  # (n, n_hidden)
+    hprebn = embcat @ p.W1  # (n, n_hidden)
     # BatchNorm, with the batch's own statistics
     bnmeani = hprebn.sum(0, keepdim=True) / n  # (1, n_hidden)
     bndiff = hprebn - bnmeani  # (n, n_hidden)
     bndiff2 = bndiff**2
-    # Bessel: divide by n-1, as lecture 4 does. mlp.BatchNorm1d and torch divide by n when training;
-    # with /n here, the n/(n-1) in bn_backward would become 1.
-    bnvar = bndiff2.sum(0, keepdim=True) / (n - 1)  # (1, n_hidden)
+    bnvar = bndiff2.sum(0, keepdim=True) / n  # (1, n_hidden) over n: the batch normalised exactly
     bnvar_inv = (bnvar + BN_EPS) ** -0.5
     bnraw = bndiff * bnvar_inv  # (n, n_hidden) zero mean, unit variance
     hpreact = p.bngain * bnraw + p.bnbias
@@ -152,17 +163,17 @@ def backward_atomic(params: Params, X: torch.Tensor, Y: torch.Tensor, acts: dict
     db2 = dlogits.sum(0)  # b2 was broadcast down the batch
     # h = tanh(hpreact): tanh' = 1 - tanh**2, read off the output
     dhpreact = (1.0 - a["h"] ** 2) * dh
-    # hpreact = bngain * bnraw + bnbias: gain and bias (1, n_hidden) were broadcast down the batch
-    dbngain = (a["bnraw"] * dhpreact).sum(0, keepdim=True)
-    dbnbias = dhpreact.sum(0, keepdim=True)
+    # hpreact = bngain * bnraw + bnbias: gain and bias (n_hidden,) were broadcast down the batch
+    dbngain = (a["bnraw"] * dhpreact).sum(0)
+    dbnbias = dhpreact.sum(0)
     dbnraw = p.bngain * dhpreact
     # bnraw = bndiff * bnvar_inv: product rule, each factor's gradient is the other one times the output's
     dbnvar_inv = (a["bndiff"] * dbnraw).sum(0, keepdim=True)
     dbndiff = a["bnvar_inv"] * dbnraw  # first path into bndiff
     # bnvar_inv = (bnvar + eps) ** -0.5; d (v + eps)**-0.5 = -0.5 (v + eps)**-1.5
     dbnvar = -0.5 * (a["bnvar"] + BN_EPS) ** -1.5 * dbnvar_inv
-    # bnvar = bndiff2.sum(0) / (n - 1): a sum spreads its gradient equally over its terms
-    dbndiff2 = torch.ones_like(a["bndiff2"]) / (n - 1) * dbnvar
+    # bnvar = bndiff2.sum(0) / n: a sum spreads its gradient equally over its terms
+    dbndiff2 = torch.ones_like(a["bndiff2"]) / n * dbnvar
     # bndiff2 = bndiff ** 2
     dbndiff = dbndiff + 2 * a["bndiff"] * dbndiff2  # second path into bndiff
     # bndiff = hprebn - bnmeani
@@ -170,10 +181,9 @@ def backward_atomic(params: Params, X: torch.Tensor, Y: torch.Tensor, acts: dict
     dhprebn = dbndiff.clone()  # first path into hprebn
     # bnmeani = hprebn.sum(0) / n
     dhprebn = dhprebn + torch.ones_like(a["hprebn"]) / n * dbnmeani  # second path into hprebn
-    # hprebn = embcat @ W1 + b1
+    # hprebn = embcat @ W1
     dembcat = dhprebn @ p.W1.T  # (n, block_size * n_embd)
     dW1 = a["embcat"].T @ dhprebn
-    db1 = dhprebn.sum(0)
     # embcat = emb.view(n, -1): a view moves no numbers, so neither does its gradient
     demb = dembcat.view(a["emb"].shape)  # (n, block_size, n_embd)
     # emb = C[X]: a row of C picked k times in the batch adds up k gradients (scatter-add)
@@ -184,7 +194,7 @@ def backward_atomic(params: Params, X: torch.Tensor, Y: torch.Tensor, acts: dict
                 logit_maxes=dlogit_maxes, logits=dlogits, h=dh, W2=dW2, b2=db2, hpreact=dhpreact,
                 bngain=dbngain, bnbias=dbnbias, bnraw=dbnraw, bnvar_inv=dbnvar_inv, bnvar=dbnvar,
                 bndiff2=dbndiff2, bndiff=dbndiff, bnmeani=dbnmeani, hprebn=dhprebn,
-                embcat=dembcat, W1=dW1, b1=db1, emb=demb, C=dC)
+                embcat=dembcat, W1=dW1, emb=demb, C=dC)
 
 
 # ----------------------------------------------------------------------------- backward, fused
@@ -202,20 +212,18 @@ def cross_entropy_backward(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tenso
 
 
 def bn_backward(dhpreact, bnraw, bngain, bnvar_inv) -> torch.Tensor:
-    """dloss/dhprebn through the whole BatchNorm (Bessel-corrected variance) in one expression.
+    """dloss/dhprebn through the whole training-mode BatchNorm in one expression.
 
     Each input moves its own output directly, and every output through the batch mean and
     variance; the second and third terms take those shared paths back out. With r = dhpreact:
-    dhprebn = gain * inv / n * (n r - sum(r) - n/(n-1) raw sum(r raw)). The first term is the
-    direct path; the second the path through the mean (which does not reach the variance, since
-    the deviations from the mean sum to zero); the third the path through the variance, whose
-    n/(n-1) is Bessel's (it would be 1 with a variance divided by n).
+    dhprebn = gain * inv / n * (n r - sum(r) - raw sum(r raw)). The first term is the direct
+    path; the second the path through the mean (which does not reach the variance, since the
+    deviations from the mean sum to zero); the third the path through the variance (a variance
+    divided by n - 1, as makemore part 4's, would put a factor n/(n-1) in front of it).
     """
     n = dhpreact.shape[0]
     return bngain * bnvar_inv / n * (
-        n * dhpreact
-        - dhpreact.sum(0, keepdim=True)
-        - n / (n - 1) * bnraw * (dhpreact * bnraw).sum(0, keepdim=True)
+        n * dhpreact - dhpreact.sum(0, keepdim=True) - bnraw * (dhpreact * bnraw).sum(0, keepdim=True)
     )
 
 
@@ -228,9 +236,8 @@ def backward_fused(params: Params, X: torch.Tensor, Y: torch.Tensor, acts: dict)
     dhprebn = bn_backward(dhpreact, a["bnraw"], p.bngain, a["bnvar_inv"])
     demb = (dhprebn @ p.W1.T).view(a["emb"].shape)  # (n, block_size, n_embd)
     dC = torch.zeros_like(p.C).index_add_(0, X.view(-1), demb.view(-1, p.C.shape[1]))
-    return dict(C=dC, W1=a["embcat"].T @ dhprebn, b1=dhprebn.sum(0),
-                bngain=(a["bnraw"] * dhpreact).sum(0, keepdim=True),
-                bnbias=dhpreact.sum(0, keepdim=True), W2=a["h"].T @ dlogits, b2=dlogits.sum(0))
+    return dict(C=dC, W1=a["embcat"].T @ dhprebn, bngain=(a["bnraw"] * dhpreact).sum(0),
+                bnbias=dhpreact.sum(0), W2=a["h"].T @ dlogits, b2=dlogits.sum(0))
 
 
 # ----------------------------------------------------------------------------- checking
@@ -283,30 +290,41 @@ class NamesExamples:
 
 
 def names_examples(block_size: int = 3, seed: int = 42) -> NamesExamples:
-    """Train and validation examples from the names dataset ('.' marks a name's start and end)."""
-    words = load_text("names").splitlines()
-    tok = CharTokenizer.from_text("." + "".join(words))  # '.' sorts first: id 0, as in makemore
+    """Train and validation examples of the names, as the engine cuts them ('.' = id 0 at both ends)."""
+    words = load_text("names").split()
+    tok = CharTokenizer(["."] + sorted(set("".join(words))))
     train, val, _ = split_names(words, seed=seed)
-    Xtr, Ytr = context_examples(train, tok.stoi, block_size)
-    Xval, Yval = context_examples(val, tok.stoi, block_size)
-    return NamesExamples(Xtr, Ytr, Xval, Yval, tok.vocab_size)
+    return NamesExamples(*context_examples(train, tok.stoi, block_size),
+                         *context_examples(val, tok.stoi, block_size), tok.vocab_size)
 
 
 GRADIENTS = ("fused", "atomic", "autograd")
 BACKWARDS = {"fused": backward_fused, "atomic": backward_atomic}  # ours; "autograd" is torch's
 
 
-def gradients(params: Params, X, Y, source: str = "fused") -> tuple[torch.Tensor, dict]:
-    """The loss on a batch and each parameter's gradient, from our backward pass or autograd's."""
+def gradients(params: Params, X, Y, source: str = "fused",
+              running: BatchNorm1d | None = None) -> tuple[torch.Tensor, dict]:
+    """The loss on a batch and each parameter's gradient, from our backward pass or autograd's;
+    `running` (the model's BatchNorm1d) takes in the batch's statistics, as in its own forward."""
     if source == "autograd":
-        loss, _ = forward(params, X, Y)
-        names, tensors = zip(*params.items(), strict=True)
-        return loss.detach(), dict(zip(names, torch.autograd.grad(loss, tensors), strict=True))
-    with torch.no_grad():  # our backward needs only the values: no graph to build
         loss, acts = forward(params, X, Y)
-        backward = BACKWARDS[source]
-        grads = backward(params, X, Y, acts)
-    return loss, {name: grads[name] for name, _ in params.items()}
+        names, tensors = zip(*params.items(), strict=True)
+        grads = dict(zip(names, torch.autograd.grad(loss, tensors), strict=True))
+    else:
+        with torch.no_grad():  # our backward needs only the values: no graph to build
+            loss, acts = forward(params, X, Y)
+            grads = BACKWARDS[source](params, X, Y, acts)
+    if running is not None:
+        update_running_stats(running, acts)
+    return loss.detach(), {name: grads[name] for name, _ in params.items()}
+
+
+@torch.no_grad()
+def update_running_stats(bn: BatchNorm1d, acts: dict) -> None:
+    """What mlp.BatchNorm1d does in training: move its running mean and variance towards the batch's."""
+    n = acts["hprebn"].shape[0]
+    bn.running_mean.lerp_(acts["bnmeani"].view(-1), bn.momentum)
+    bn.running_var.lerp_(acts["bnvar"].view(-1) * n / (n - 1), bn.momentum)  # stored unbiased
 
 
 @torch.no_grad()
@@ -316,35 +334,20 @@ def sgd_step(params: Params, grads: dict, lr: float) -> None:
         p.add_(grads[name], alpha=-lr)
 
 
-@torch.no_grad()
-def calibrate_batchnorm(params: Params, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """BatchNorm's mean and (Bessel-corrected) variance over a whole set, to use at evaluation."""
-    hprebn = params.C[X].view(X.shape[0], -1) @ params.W1 + params.b1  # (N, n_hidden)
-    return hprebn.mean(0, keepdim=True), hprebn.var(0, keepdim=True, correction=1)
-
-
-@torch.no_grad()
-def evaluate(params: Params, X, Y, bn_mean, bn_var) -> float:
-    """Mean cross-entropy on a set, BatchNorm using fixed statistics instead of the batch's."""
-    p = params
-    hprebn = p.C[X].view(X.shape[0], -1) @ p.W1 + p.b1
-    h = torch.tanh(p.bngain * (hprebn - bn_mean) * (bn_var + BN_EPS) ** -0.5 + p.bnbias)
-    return F.cross_entropy(h @ p.W2 + p.b2, Y).item()
-
-
 @dataclass
 class TrainResult:
     """A trained model and how its training went."""
 
-    params: Params
+    model: MLP  # in eval mode: its BatchNorm uses the running statistics
+    params: Params  # the model's tensors
     losses: list[float]  # the minibatch loss at every step
     grad_diffs: list[tuple[int, float]] = field(default_factory=list)  # (step, max |ours - autograd|)
-    train_loss: float = float("nan")  # on the whole split, BatchNorm calibrated on the train split
+    train_loss: float = float("nan")  # on the whole split, scored by the model itself
     val_loss: float = float("nan")
 
 
 def train_manual(data: NamesExamples, steps: int = 200_000, *, seed: int = 42, n_embd: int = 10,
-                 n_hidden: int = 64, batch_size: int = 32, lr: float = 0.1,
+                 n_hidden: int = MLPConfig.n_hidden, batch_size: int = 32, lr: float = 0.1,
                  lr_decay_at: int | None = None, dtype: torch.dtype = torch.float32,
                  gradients_from: str = "fused", compare_every: int = 0,
                  tolerance: float | None = None, log_every: int = 0) -> TrainResult:
@@ -355,18 +358,19 @@ def train_manual(data: NamesExamples, steps: int = 200_000, *, seed: int = 42, n
     AssertionError if any gradient differs from ours by more than `tolerance` (default 1e-9 in
     float64, 1e-5 in float32).
     """
-    if steps < 1 or batch_size < 2:  # BatchNorm's variance divides by batch_size - 1
+    if steps < 1 or batch_size < 2:  # BatchNorm's running variance divides by batch_size - 1
         raise UserError(f"need steps >= 1 and batch_size >= 2, got {steps} and {batch_size}")
     if gradients_from not in GRADIENTS:
         raise UserError(f"gradients_from must be one of {', '.join(GRADIENTS)}, got {gradients_from!r}")
     lr_decay_at = steps // 2 if lr_decay_at is None else lr_decay_at
     tolerance = tolerance if tolerance is not None else (1e-9 if dtype == torch.float64 else 1e-5)
     g = torch.Generator().manual_seed(seed)
-    params = init_params(data.vocab_size, data.Xtr.shape[1], n_embd, n_hidden, generator=g, dtype=dtype)
-    result = TrainResult(params, [])
+    model = make_model(data.vocab_size, data.Xtr.shape[1], n_embd, n_hidden, generator=g, dtype=dtype)
+    params, bn = Params.of(model), model.net.layers[3]
+    result = TrainResult(model, params, [])
     for step in range(steps):
         Xb, Yb = sample_examples(data.Xtr, data.Ytr, batch_size, g)
-        loss, grads = gradients(params, Xb, Yb, gradients_from)
+        loss, grads = gradients(params, Xb, Yb, gradients_from, running=bn)
         if compare_every and step % compare_every == 0 and gradients_from != "autograd":
             _, reference = gradients(params, Xb, Yb, "autograd")
             diff = max((grads[k] - reference[k]).abs().max().item() for k in grads)
@@ -376,9 +380,10 @@ def train_manual(data: NamesExamples, steps: int = 200_000, *, seed: int = 42, n
         result.losses.append(loss.item())
         if log_every and (step % log_every == 0 or step == steps - 1):
             print(f"{step:7d}/{steps:7d}: {loss.item():.4f}")
-    bn_mean, bn_var = calibrate_batchnorm(params, data.Xtr)
-    result.train_loss = evaluate(params, data.Xtr, data.Ytr, bn_mean, bn_var)
-    result.val_loss = evaluate(params, data.Xval, data.Yval, bn_mean, bn_var)
+    with torch.no_grad():
+        model.eval()
+        result.train_loss = model(data.Xtr, data.Ytr)[1].item()
+        result.val_loss = model(data.Xval, data.Yval)[1].item()
     return result
 
 
@@ -386,12 +391,11 @@ def train_manual(data: NamesExamples, steps: int = 200_000, *, seed: int = 42, n
 
 
 def main(argv=None) -> int:
-    """Train on names with hand-written gradients (or autograd's) and print the train/val loss."""
-    ap = argparse.ArgumentParser(prog="python -m nanogpt.backprop", description=main.__doc__,
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """Train the names MLP on hand-written gradients (or autograd's) and print its train/val loss."""
+    ap = cli.parser("python -m nanogpt.backprop", main.__doc__)
     ap.add_argument("--steps", type=int, default=200_000, help="SGD steps")
-    ap.add_argument("--seed", type=int, default=42, help="seed of the initial weights and batches")
-    ap.add_argument("--n-hidden", type=int, default=64, help="hidden units")
+    cli.add_seed(ap, 42, "seed of the initial weights and batches")
+    ap.add_argument("--n-hidden", type=int, default=MLPConfig.n_hidden, help="hidden units")
     ap.add_argument("--batch-size", type=int, default=32, help="examples per step (at least 2)")
     ap.add_argument("--lr", type=float, default=0.1, help="learning rate, tenfold lower after half")
     ap.add_argument("--dtype", choices=list(DTYPES), default="float32", help="parameter precision")
@@ -400,24 +404,22 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-every", type=int, default=0, metavar="N",
                     help="check our gradients against autograd's every N steps (0: never)")
     ap.add_argument("--log-every", type=int, default=10_000, help="print the batch loss every N steps")
-    args = ap.parse_args(argv)
+    return cli.run(_train_and_report, ap, argv)
+
+
+def _train_and_report(args) -> None:
     source = "autograd" if args.autograd else "atomic" if args.atomic else "fused"
-    try:
-        if args.compare_every < 0:
-            raise UserError(f"--compare-every must be >= 0, got {args.compare_every}")
-        result = train_manual(names_examples(), args.steps, seed=args.seed, n_hidden=args.n_hidden,
-                              batch_size=args.batch_size, lr=args.lr, dtype=DTYPES[args.dtype],
-                              gradients_from=source, compare_every=args.compare_every,
-                              log_every=args.log_every)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.compare_every < 0:
+        raise UserError(f"--compare-every must be >= 0, got {args.compare_every}")
+    result = train_manual(names_examples(), args.steps, seed=args.seed, n_hidden=args.n_hidden,
+                          batch_size=args.batch_size, lr=args.lr, dtype=DTYPES[args.dtype],
+                          gradients_from=source, compare_every=args.compare_every,
+                          log_every=args.log_every)
     if result.grad_diffs:
         print(f"largest gradient difference from autograd over {len(result.grad_diffs)} checks: "
               f"{max(d for _, d in result.grad_diffs):.3g}")
     print(f"gradients: {source}  train loss {result.train_loss:.4f}  val loss {result.val_loss:.4f}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

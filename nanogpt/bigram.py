@@ -45,7 +45,8 @@ class CountBigram(nn.Module):
     `counts[a, b]` is how often b followed a. Adding k to every count (k=1 is Laplace smoothing)
     gives unseen pairs a small probability instead of zero, so that no text has infinite loss.
     Not trained by the engine: `fit` counts, and `forward` turns the table into logits so the
-    model plugs into the same loss and sampling code as every other stage.
+    model plugs into the same loss and sampling code as every other stage: nanogpt.sample's
+    `generate(model, idx, n, generator=g)` draws from softmax(log p) = p, one character at a time.
     """
 
     def __init__(self, vocab_size: int, smoothing: float = 1.0):
@@ -85,18 +86,6 @@ class CountBigram(nn.Module):
         """Average negative log-likelihood per predicted character over every pair of the sequences."""
         a, b = pairs(sequences)
         return -self.probs.log()[a, b].mean().item()
-
-    @torch.no_grad()
-    def sample(self, generator: torch.Generator, start: int = 0, max_new_tokens: int = 100,
-               stop: int | None = None) -> list[int]:
-        """Draw ids one at a time from the table, after `start`; stop after `stop` (a name's '.')."""
-        probs, out, ix = self.probs, [], start
-        for _ in range(max_new_tokens):
-            ix = torch.multinomial(probs[ix], 1, generator=generator).item()
-            out.append(ix)
-            if ix == stop:
-                break
-        return out
 
 
 class NeuralBigram(nn.Module):

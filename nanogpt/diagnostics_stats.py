@@ -41,13 +41,7 @@ def tracked_kinds() -> list[tuple[type, str]]:
     from nanogpt import mlp  # imported here: the lens sees every stage, no stage sees the lens
 
     return [(mlp.Tanh, "tanh"), (nn.Tanh, "tanh"), (nn.GELU, "gelu"), (nn.ReLU, "relu"),
-            (gpt.CausalSelfAttention, "attention"), (_feed_forward(), "mlp")]
-
-
-def _feed_forward() -> type:
-    """The GPT's feed-forward sub-block class."""
-    # TODO(rename): gpt.MLP is being renamed gpt.FeedForward; once it is, return gpt.FeedForward.
-    return getattr(gpt, "FeedForward", None) or gpt.MLP
+            (gpt.CausalSelfAttention, "attention"), (gpt.FeedForward, "mlp")]
 
 
 def tracked_layers(model: nn.Module) -> list[tuple[str, str, nn.Module]]:

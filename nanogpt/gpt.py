@@ -1,13 +1,14 @@
 """Stage 3: the Transformer. A GPT written to be read top to bottom, like the paper's figure.
 
     tokens -> token embedding + position embedding
-           -> n_layer x Block( x + Attention(LayerNorm(x)),  x + MLP(LayerNorm(x)) )
+           -> n_layer x Block( x + Attention(LayerNorm(x)),  x + FeedForward(LayerNorm(x)) )
            -> LayerNorm -> linear head -> logits over the vocabulary
 
 Pre-LayerNorm blocks (as in GPT-2) keep the residual stream a clean sum, which trains stably.
 The head is untied from the token embedding by default: with a 65-character vocabulary the tied
 matrix saves only 65 x n_embd weights, and untied heads reach a slightly lower character loss.
 `tie_weights=True` ties them, as GPT-2 does, where the vocabulary is large (GPT-2 BPE).
+Generation's key/value cache sits at the bottom: `forward(cache=...)` hands each block its slot.
 """
 
 from __future__ import annotations
@@ -38,36 +39,6 @@ class GPTConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 
 
-class KVCache:
-    """Keys and values already computed for the tokens seen so far, one pair per layer.
-
-    With a cache, generating the next token runs the model on that one token only: its query
-    attends to the stored keys and values instead of recomputing them for the whole context.
-    """
-
-    def __init__(self, n_layer: int):
-        self.keys: list[torch.Tensor | None] = [None] * n_layer  # each (B, n_head, T, head_size)
-        self.values: list[torch.Tensor | None] = [None] * n_layer
-
-    @property
-    def length(self) -> int:
-        """How many positions are cached; read it between calls (during one, the earlier layers
-        already hold the new tokens)."""
-        return self.layer_length(0)
-
-    def layer_length(self, layer: int) -> int:
-        """How many positions one layer holds."""
-        return 0 if self.keys[layer] is None else self.keys[layer].shape[2]
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Add this step's keys and values for one layer; return all of them so far."""
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention in which each position sees only itself and earlier positions."""
 
@@ -82,16 +53,14 @@ class CausalSelfAttention(nn.Module):
         self.explicit = False  # True: the masked-softmax path written out (for teaching and lenses)
         self.last_attention = None  # (B, n_head, T, past + T) weights, kept by the explicit path
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x, cache: LayerCache | None = None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size): each head attends in its own subspace
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        past = 0
         if cache is not None:
-            # this layer's own count: the layers before it have already appended this call's tokens
-            past = cache.layer_length(layer)
-            k, v = cache.append(layer, k, v)  # (B, nh, past + T, hs)
+            k, v = cache.extend(k, v)  # (B, nh, past + T, hs)
+        past = k.shape[2] - T  # positions before this call's tokens
         if self.explicit:
             y = self._explicit_attention(q, k, v, past)
         else:
@@ -119,7 +88,7 @@ class CausalSelfAttention(nn.Module):
         return att @ v  # (B, nh, T, hs)
 
 
-class MLP(nn.Module):
+class FeedForward(nn.Module):
     """The position-wise feed-forward net: widen 4x, GELU, project back."""
 
     def __init__(self, config: GPTConfig):
@@ -135,17 +104,17 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One Transformer block: tokens communicate (attention), then each computes alone (MLP)."""
+    """One Transformer block: tokens communicate (attention), then each computes alone (feed-forward)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
         self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = FeedForward(config)  # named `mlp` as in GPT-2 and nanoGPT (and in checkpoints)
 
-    def forward(self, x, cache: KVCache | None = None, layer: int = 0):
-        x = x + self.attn(self.ln1(x), cache, layer)
+    def forward(self, x, cache: LayerCache | None = None):
+        x = x + self.attn(self.ln1(x), cache)
         x = x + self.mlp(self.ln2(x))
         return x
 
@@ -197,17 +166,17 @@ class GPT(nn.Module):
         position embeddings (the attribution lens interpolates them); `cache` makes the call
         continue from the positions it already holds.
         """
-        if tok_emb is None:
-            tok_emb = self.wte(idx)  # (B, T, C)
-        B, T, _ = tok_emb.shape
+        tok_emb = self.wte(idx) if tok_emb is None else tok_emb  # (B, T, C)
+        T = tok_emb.shape[1]
         past = cache.length if cache is not None else 0
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of {past + T} exceeds block_size {self.config.block_size}")
         if pos_emb is None:
             pos_emb = self.wpe(torch.arange(past, past + T, device=tok_emb.device))  # (T, C)
         x = self.drop(tok_emb + pos_emb)
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+        slots = cache.layers if cache is not None else [None] * len(self.blocks)  # one per block
+        for block, slot in zip(self.blocks, slots, strict=True):
+            x = block(x, slot)
         logits = self.head(self.ln_f(x))  # (B, T, vocab)
         loss = None
         if targets is not None:
@@ -217,3 +186,37 @@ class GPT(nn.Module):
     def new_cache(self) -> KVCache:
         """An empty key/value cache for incremental generation."""
         return KVCache(self.config.n_layer)
+
+
+# ----------------------------------------------------------------------------- the KV cache
+
+
+class KVCache:
+    """The keys and values of the tokens seen so far, one slot per layer, kept between calls.
+
+    With a cache, generating the next token runs the model on that one token only: its query
+    attends to the stored keys and values instead of recomputing them for the whole context.
+    """
+
+    def __init__(self, n_layer: int):
+        self.layers = [LayerCache() for _ in range(n_layer)]
+
+    @property
+    def length(self) -> int:
+        """How many positions are cached."""
+        keys = self.layers[0].keys
+        return 0 if keys is None else keys.shape[2]
+
+
+class LayerCache:
+    """One layer's slot: its keys and values so far, each (B, n_head, T, head_size)."""
+
+    def __init__(self):
+        self.keys = self.values = None
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor):
+        """Append this call's keys and values; return all of them so far."""
+        if self.keys is not None:
+            k, v = torch.cat([self.keys, k], dim=2), torch.cat([self.values, v], dim=2)
+        self.keys, self.values = k, v
+        return k, v

@@ -41,6 +41,12 @@ class MLPConfig:
     # Running statistics average the last ~1/momentum batches: enough to smooth batches of 32,
     # few enough to follow the weights as they train and to settle within a short run.
     bn_momentum: float = 0.01
+    # The id that fills a context shorter than block_size. Training contexts are always full, so
+    # only a short prompt meets it. For names it is the boundary '.', which sorts first (id 0) and
+    # is what context_examples pads each name with. Running text has no boundary: id 0 is its first
+    # character in sorted order ('\n' in Tiny Shakespeare), so a short prompt reads as if a line
+    # had just ended.
+    pad_id: int = 0
 
     def __post_init__(self):
         if self.init not in INITS:
@@ -195,8 +201,8 @@ class MLP(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """(B, T) ids -> (B, V) logits for the next character, and the cross-entropy given targets (B,)."""
         T = self.config.block_size
-        if idx.shape[1] < T:  # a short context: the missing characters are the boundary, id 0
-            idx = F.pad(idx, (T - idx.shape[1], 0), value=0)
+        if idx.shape[1] < T:  # a short context (a prompt): fill it on the left, see MLPConfig.pad_id
+            idx = F.pad(idx, (T - idx.shape[1], 0), value=self.config.pad_id)
         logits = self.net(idx[:, -T:])  # (B, V); of a longer context only the last T characters count
         loss = None if targets is None else F.cross_entropy(logits, targets)
         return logits, loss

@@ -13,11 +13,13 @@ from nanogpt.backprop import (
     cmp,
     cross_entropy_backward,
     forward,
+    gradients,
     init_params,
     names_examples,
     train_manual,
 )
 from nanogpt.errors import UserError
+from nanogpt.mlp import MLP, MLPConfig
 
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}
 CASES = [  # (seed, batch size, hidden width): duplicates in X exercise the scatter-add into C
@@ -83,7 +85,7 @@ def test_fused_backward_gives_every_parameter_its_gradient():
 def test_a_wrong_formula_is_caught_because_parameters_are_not_trivial():
     # Forgetting the gain in the BatchNorm backward is exact when the gain is all ones.
     params, X, Y, acts, reference = _batch(0, 16, 8, torch.float64)
-    assert (params.bngain != 1).all() and (params.bnbias != 0).all() and (params.b1 != 0).all()
+    assert (params.bngain != 1).all() and (params.bnbias != 0).all() and (params.b2 != 0).all()
     forgot_gain = bn_backward(reference["hpreact"], acts["bnraw"], 1.0, acts["bnvar_inv"])
     result = cmp("hprebn", forgot_gain, reference["hprebn"], verbose=False)
     assert not result.approximate and result.maxdiff > 10 * TOLERANCE[torch.float32]
@@ -120,7 +122,7 @@ def test_parameters_follow_the_generator_and_dtype():
     for (name, pa), (_, pb), (_, pc) in zip(a.items(), b.items(), c.items(), strict=True):
         assert pa.dtype == torch.float64 and pa.requires_grad and pa.is_leaf, name
         assert torch.equal(pa, pb) and not torch.equal(pa, pc), name
-    assert isinstance(a, Params) and a.W1.shape == (30, 64) and a.bngain.shape == (1, 64)
+    assert isinstance(a, Params) and a.W1.shape == (30, 64) and a.bngain.shape == (64,)
 
 
 def test_manual_training_matches_autograd_training_step_for_step(names):
@@ -161,8 +163,62 @@ def test_cli_reports_a_bad_flag_value_and_exits_2(capsys):
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
 
-def test_module_imports_nothing_from_the_engine():
+def _nudged_mlp(seed=0, n_hidden=16):
+    """mlp.MLP with one hidden layer and BatchNorm in float64, its weights moved off 0 and 1."""
+    g = torch.Generator().manual_seed(seed)
+    model = MLP(MLPConfig(27, 3, 10, n_hidden, n_layer=1, batchnorm=True), generator=g).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    return model
+
+
+@pytest.mark.parametrize("source", ["fused", "atomic"])
+def test_backprop_computes_the_mlp_of_mlp_py_same_loss_and_gradients(source):
+    model = _nudged_mlp()
+    g = torch.Generator().manual_seed(1)
+    X, Y = torch.randint(0, 27, (32, 3), generator=g), torch.randint(0, 27, (32,), generator=g)
+    params = Params(*(t.detach().clone() for _, t in Params.of(model).items()))  # a copy
+    _, model_loss = model.train()(X, Y)  # training mode: BatchNorm on the batch's statistics
+    model_loss.backward()
+    loss, grads = gradients(params, X, Y, source)
+    assert abs(loss.item() - model_loss.item()) <= 1e-12
+    assert len(grads) == len(list(model.parameters())) == 6  # every parameter of the model, no other
+    for (name, grad), (_, p) in zip(grads.items(), Params.of(model).items(), strict=True):
+        assert (grad - p.grad).abs().max() <= 1e-12, name
+
+
+def test_running_statistics_follow_the_models_own_batchnorm():
+    ours, reference = _nudged_mlp(), _nudged_mlp()
+    bn, ref_bn = ours.net.layers[3], reference.net.layers[3]
+    g = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        X, Y = torch.randint(0, 27, (8, 3), generator=g), torch.randint(0, 27, (8,), generator=g)
+        gradients(Params.of(ours), X, Y, "fused", running=bn)
+        reference.train()(X, Y)
+    assert (bn.running_mean - ref_bn.running_mean).abs().max() <= 1e-12
+    assert (bn.running_var - ref_bn.running_var).abs().max() <= 1e-12
+    assert not torch.equal(bn.running_var, torch.ones_like(bn.running_var))  # they did move
+
+
+def test_trained_result_is_an_mlp_scored_by_its_own_forward(names):
+    run = train_manual(names, 5, n_hidden=8, dtype=torch.float64)
+    assert isinstance(run.model, MLP) and not run.model.training
+    assert run.params.W1 is run.model.net.layers[2].weight  # the model's tensors, trained in place
+    with torch.no_grad():
+        assert run.val_loss == run.model(names.Xval, names.Yval)[1].item()
+    assert run.model.net.layers[3].running_mean.abs().max() > 0  # BatchNorm kept running statistics
+
+
+def test_params_of_refuses_an_mlp_it_does_not_derive():
+    with pytest.raises(ValueError, match="one hidden layer"):
+        Params.of(MLP(MLPConfig(n_layer=2, batchnorm=True)))
+
+
+def test_module_builds_on_the_model_and_the_data_not_the_engine():
     tree = ast.parse(Path(backprop.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert {m for m in imported if m.startswith("nanogpt")} <= {
-        "nanogpt.data", "nanogpt.errors", "nanogpt.tokenizer"}
+    imported |= {f"nanogpt.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and node.module == "nanogpt" for a in node.names}
+    assert {m for m in imported if m.startswith("nanogpt.")} <= {
+        "nanogpt.cli", "nanogpt.data", "nanogpt.errors", "nanogpt.mlp", "nanogpt.tokenizer"}

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from nanogpt.bigram import BigramConfig, CountBigram, NeuralBigram, name_sequences
 from nanogpt.data import load_text, split_text
+from nanogpt.sample import generate
 from nanogpt.tokenizer import CharTokenizer
 
 
@@ -36,10 +37,20 @@ def test_names_count_bigram_reaches_the_lecture_loss_and_samples_names(names):
     words, stoi = names
     m = CountBigram(27).fit(name_sequences(words, stoi))
     assert m.nll(name_sequences(words, stoi)) == pytest.approx(2.4546, abs=1e-3)  # makemore part 1
-    g = torch.Generator().manual_seed(2147483647)
-    sampled = m.sample(g, start=stoi["."], max_new_tokens=50, stop=stoi["."])
-    assert sampled[-1] == stoi["."] and stoi["."] not in sampled[:-1]
-    assert m.sample(torch.Generator().manual_seed(2147483647), stop=0) == sampled  # seeded
+    start = torch.full((20, 1), stoi["."])  # 20 names at once, each from the boundary
+    out = generate(m, start, 50, generator=torch.Generator().manual_seed(2147483647))
+    assert out.shape == (20, 51) and (out[:, 1:] == stoi["."]).any(1).all()  # every name ends
+    assert torch.equal(out, generate(m, start, 50, generator=torch.Generator().manual_seed(2147483647)))
+
+
+def test_count_bigram_samples_through_generate_the_draws_of_its_own_table():
+    m = CountBigram(6, smoothing=0.5).fit([[0, 1, 2, 3, 4, 5, 1, 1, 0, 3, 2, 2]])
+    g, ix, by_hand = torch.Generator().manual_seed(0), 0, []
+    for _ in range(300):  # the lecture's loop: draw from the current character's row of probs
+        ix = torch.multinomial(m.probs[ix], 1, generator=g).item()
+        by_hand.append(ix)
+    out = generate(m, torch.zeros(1, 1, dtype=torch.long), 300, generator=torch.Generator().manual_seed(0))
+    assert out[0, 1:].tolist() == by_hand  # the same generator gives the same draws
 
 
 def test_shakespeare_count_bigram_val_loss_is_about_2_48(shakespeare):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nanogpt.gpt import GPT, GPTConfig
+from nanogpt.gpt import GPT, FeedForward, GPTConfig
 
 
 def tiny(**kw):
@@ -61,3 +61,29 @@ def test_tied_head_shares_the_embedding():
     m = tiny(tie_weights=True)
     assert m.head.weight is m.wte.weight
     assert m.num_params() < tiny().num_params()
+
+
+def test_cache_gives_each_layer_its_own_slot():
+    m = tiny()
+    cache = m.new_cache()
+    m(torch.randint(65, (2, 7)), cache=cache)
+    m(torch.randint(65, (2, 1)), cache=cache)
+    assert len(cache.layers) == 2 and cache.length == 8
+    shapes = {tuple(slot.keys.shape) for slot in cache.layers} | {tuple(s.values.shape) for s in cache.layers}
+    assert shapes == {(2, 4, 8, 8)}  # (B, n_head, T, head_size) in every layer
+    assert not torch.equal(cache.layers[0].keys, cache.layers[1].keys)
+
+
+def test_embeddings_passed_in_give_the_logits_of_their_ids():
+    m = tiny()
+    idx = torch.randint(65, (2, 9))
+    pos = m.wpe(torch.arange(9))
+    assert torch.equal(m(idx)[0], m(tok_emb=m.wte(idx))[0])
+    assert torch.equal(m(idx)[0], m(tok_emb=m.wte(idx), pos_emb=pos)[0])
+    assert not torch.allclose(m(idx)[0], m(idx, pos_emb=torch.zeros_like(pos))[0])
+
+
+def test_the_feed_forward_widens_four_times_and_projects_back():
+    block = tiny().blocks[0]
+    assert isinstance(block.mlp, FeedForward)  # `mlp` is GPT-2's name for it, kept in checkpoints
+    assert block.mlp.fc.weight.shape == (4 * 32, 32) and block.mlp.proj.weight.shape == (32, 4 * 32)

@@ -81,6 +81,8 @@ def test_short_context_is_left_padded_with_the_boundary_id():
     short = torch.tensor([[5, 7]])
     assert torch.equal(m(short)[0], m(torch.tensor([[0, 5, 7]]))[0])
     assert m(torch.tensor([[0, 0, 0]]))[0].shape == (1, 27)
+    other = tiny(batchnorm=True, pad_id=4).eval()  # another vocabulary's boundary
+    assert torch.equal(other(short)[0], other(torch.tensor([[4, 5, 7]]))[0])
 
 
 def test_every_init_builds_and_a_bad_one_is_refused():

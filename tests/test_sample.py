@@ -106,6 +106,19 @@ def test_long_prompt_is_returned_whole_but_the_model_sees_its_last_block():
     assert torch.equal(out[:, 12:], generate(m, prompt[:, -8:], 5, greedy=True))
 
 
+def test_generate_drives_every_stage_from_a_one_token_prompt():
+    from nanogpt.bigram import BigramConfig, CountBigram, NeuralBigram
+    from nanogpt.mlp import MLP, MLPConfig
+
+    models = [CountBigram(VOCAB).fit([torch.randint(VOCAB, (200,), generator=seeded())]),
+              NeuralBigram(BigramConfig(VOCAB)),
+              MLP(MLPConfig(VOCAB, block_size=4, batchnorm=True), generator=seeded()),  # pads the prompt
+              tiny_gpt()]
+    for model in models:
+        out = generate(model, torch.zeros(3, 1, dtype=torch.long), 12, generator=seeded(1))
+        assert out.shape == (3, 13) and out.min() >= 0 and out.max() < VOCAB, type(model).__name__
+
+
 def test_generate_restores_training_mode():
     m = tiny_gpt().train()
     generate(m, torch.zeros(1, 1, dtype=torch.long), 3)
