@@ -9,18 +9,19 @@ ifneq ($(wildcard ../shared/data/tinyshakespeare.txt),)
 export NANOGPT_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-# Knobs: make train PRESET=gpt-cpu-fast RESUME=1 DIAG=1 ARGS="--max-iters 500"
+# Knobs: make train PRESET=gpt-cpu-fast RESUME=1 DIAG=1 ARGS="--max-iters 500"; make check LECTURE=01
 # (RESUME and DIAG: 1 turns them on; 0 or leaving them out, off). sample and attribute read the
 # checkpoint of PRESET's run folder, runs/<PRESET>/best.pt, when PRESET is given.
 PRESET ?=
 ARGS   ?=
+LECTURE ?=
 on = $(filter-out 0 no false,$(1))
 train_flags = $(if $(PRESET),--preset $(PRESET)) $(if $(call on,$(RESUME)),--resume) \
               $(if $(call on,$(DIAG)),--diag) $(ARGS)
 run_flags = $(if $(PRESET),--ckpt runs/$(PRESET)/best.pt) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help train sample attribute test lint data notebooks lab bench clean
+.PHONY: help train sample attribute test lint data notebooks exercises check lab bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,12 +54,19 @@ lint: $(VENV)/.dev-installed  ## ruff over the package, tests and benchmarks
 data: $(VENV)/.installed  ## fetch and verify Tiny Shakespeare and names.txt
 	$(PY) -c "from nanogpt.data import dataset_path as p; print(p('shakespeare')); print(p('names'))"
 
-notebooks: $(VENV)/.dev-installed  ## execute every lecture in full mode and save its outputs
+notebooks: $(VENV)/.dev-installed  ## run lectures/solutions/ in full mode, save outputs, regenerate lectures/
 	$(PY) -m nanogpt.notebooks $(ARGS)
 
-lab: $(VENV)/.dev-installed  ## open Jupyter Lab on lectures/
+exercises: $(VENV)/.dev-installed  ## regenerate the learner's lectures/ (stubs) from lectures/solutions/
+	$(PY) -m nanogpt.exercises build $(ARGS)
+
+check: $(VENV)/.dev-installed  ## run your lectures/ and say which exercises pass (LECTURE=01, ARGS=--smoke)
+	$(PY) -m nanogpt.exercises check $(LECTURE) $(ARGS)
+
+# Jupyter refuses to start as root without --allow-root (a container, a VM): added only then.
+lab: $(VENV)/.dev-installed  ## open Jupyter Lab on lectures/ (your copies, with the exercise stubs)
 	$(PY) -m pip install -q jupyterlab
-	$(VENV)/bin/jupyter lab lectures/
+	$(VENV)/bin/jupyter lab lectures/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: $(VENV)/.installed  ## run every benchmark in bench/ (ARGS=--quick: a smoke check)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f $(ARGS) || exit 1; done

@@ -1,19 +1,26 @@
 """Run the lecture notebooks: in full mode to save their outputs, in smoke mode to test them.
 
-The lectures read one switch, the environment variable NANOGPT_SMOKE: with it set to 1 every loop
-shrinks (a few iterations instead of thousands), so that the test suite can execute all of them in
-minutes. `make notebooks` runs them in full mode and saves the outputs into the files.
+The lectures as written, with their reference answers and their saved outputs, are the solution
+notebooks in lectures/solutions/; the learner's copies in lectures/ are generated from them
+(`python -m nanogpt.exercises build`). The lectures read one switch, the environment variable
+NANOGPT_SMOKE: with it set to 1 every loop shrinks (a few iterations instead of thousands), so that
+the test suite can execute all of them in minutes. `make notebooks` runs the solution notebooks in
+full mode, saves their outputs into the files, then regenerates the learner's copies.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-LECTURES = Path(__file__).resolve().parent.parent / "lectures"
+from nanogpt import cli
+from nanogpt.errors import UserError
+
+LECTURES = Path(__file__).resolve().parent.parent / "lectures"  # the learner's copies (generated)
+SOLUTIONS = LECTURES / "solutions"  # the lectures as written: reference answers and full-run outputs
 SMOKE_ENV = "NANOGPT_SMOKE"
 
 
@@ -37,53 +44,86 @@ def banner() -> str:
     return f"mode: {mode} | torch {torch.__version__} | device: {device}"
 
 
-def lecture_paths(names=None) -> list[Path]:
-    """The lecture notebooks in order, or those whose file name starts with one of `names`."""
-    paths = sorted(LECTURES.glob("[0-9][0-9]_*.ipynb"))
-    if names:
-        paths = [p for p in paths if any(p.name.startswith(n) for n in names)]
-    return paths
+def lecture_paths(names=None, folder: Path = SOLUTIONS) -> list[Path]:
+    """The lecture notebooks of `folder` in order, or those whose file name starts with one of
+    `names`; a name that matches none is a UserError."""
+    paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not names:
+        return paths
+    unknown = [n for n in names if not any(p.name.startswith(n) for p in paths)]
+    if unknown:
+        known = ", ".join(p.stem for p in paths) or "none"
+        raise UserError(f"no lecture matches {' '.join(unknown)} (the lectures: {known})")
+    return [p for p in paths if any(p.name.startswith(n) for n in names)]
 
 
-def execute(path: Path, smoke: bool, save_to: Path | None = None, timeout: int = 2400):
-    """Execute a notebook top to bottom with Jupyter's own machinery; return the executed notebook."""
-    import nbformat
+def client(nb, path: Path, timeout: int = 2400, allow_errors: bool = False):
+    """A Jupyter client for `nb` whose kernel starts in the notebook's folder."""
     from nbclient import NotebookClient
 
-    nb = nbformat.read(path, as_version=4)
-    env_before = os.environ.get(SMOKE_ENV)
-    os.environ[SMOKE_ENV] = "1" if smoke else "0"  # the kernel inherits this process's environment
+    return NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
+                          resources={"metadata": {"path": str(path.parent)}},
+                          extra_arguments=["--log-level=ERROR"])  # not the kernel's start-up chatter
+
+
+@contextmanager
+def smoke_env(smoke: bool):
+    """Set NANOGPT_SMOKE for the kernels started inside the block (they inherit this environment)."""
+    before = os.environ.get(SMOKE_ENV)
+    os.environ[SMOKE_ENV] = "1" if smoke else "0"
     try:
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(path.parent)}})
-        client.execute()
+        yield
     finally:
-        if env_before is None:
+        if before is None:
             os.environ.pop(SMOKE_ENV, None)
         else:
-            os.environ[SMOKE_ENV] = env_before
+            os.environ[SMOKE_ENV] = before
+
+
+def execute(path: Path, smoke: bool, save_to: Path | None = None, timeout: int = 2400,
+            allow_errors: bool = False):
+    """Execute a notebook top to bottom with Jupyter's own machinery; return the executed notebook.
+
+    With allow_errors a failing cell does not stop the run: its error is among its outputs."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    with smoke_env(smoke):
+        client(nb, path, timeout, allow_errors).execute()
     if save_to is not None:
         nbformat.write(nb, save_to)
     return nb
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Execute the lecture notebooks and save their outputs (make notebooks).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("names", nargs="*", help="lecture prefixes to run, e.g. 01 05 (default: all)")
-    parser.add_argument("--smoke", action="store_true", help="tiny loops; do not save outputs")
-    args = parser.parse_args(argv)
+parser = cli.parser(
+    "python -m nanogpt.notebooks",
+    "Execute the solution notebooks (lectures/solutions/) and save their outputs, then regenerate\n"
+    "the learner's copies in lectures/ from them (make notebooks).")
+parser.add_argument("names", nargs="*", default=[], help="lecture prefixes, e.g. 01 05; none given: all")
+parser.add_argument("--smoke", action="store_true", help="tiny loops; save nothing, regenerate nothing")
+parser.add_argument("--force", action="store_true", help="regenerate learner copies that hold edits too")
+
+
+def work(args) -> int:
+    """Run the chosen lectures; in full mode save them and rebuild their learner copies."""
+    from nanogpt import exercises  # the generator of the learner copies, which imports this module
+
     paths = lecture_paths(args.names)
-    if not paths:
-        print(f"error: no lecture matches {args.names}", file=sys.stderr)
-        return 2
+    if not args.smoke and not args.force:
+        exercises.refuse_to_overwrite(paths)  # before minutes of running, not after
     for path in paths:
         t0 = time.time()
-        print(f"running {path.name} ({'smoke' if args.smoke else 'full'}) ...", flush=True)
+        print(f"running {exercises.shown(path)} ({'smoke' if args.smoke else 'full'}) ...", flush=True)
         execute(path, smoke=args.smoke, save_to=None if args.smoke else path)
         print(f"  done in {time.time() - t0:.0f} s", flush=True)
+    if not args.smoke:
+        for line in exercises.build(paths, force=args.force):
+            print(line)
     return 0
+
+
+def main(argv=None) -> int:
+    return cli.run(work, parser, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,255 @@
+"""The exercises: solution markers become stubs, the learner's copies are exactly what the generator
+makes, every check fails on its stub and passes on its solution, and `check` reports each one."""
+
+import copy
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from nanogpt import exercises as ex
+from nanogpt.errors import UserError
+from nanogpt.notebooks import LECTURES, client, lecture_paths, smoke_env
+
+SOLUTIONS = lecture_paths()
+RAISE = f'raise NotImplementedError("{ex.HINT}")'
+
+
+# --- the marker parser ---------------------------------------------------------------------------
+
+def test_block_becomes_a_raise_at_its_indentation_and_the_rest_is_kept():
+    source = ("def f(x):\n"
+              "    \"\"\"Twice x.\"\"\"\n"
+              "    ### BEGIN SOLUTION\n"
+              "    y = 2 * x\n"
+              "    return y\n"
+              "    ### END SOLUTION\n"
+              "\n"
+              "print(f(3))")
+    assert ex.stub_source(source) == ("def f(x):\n"
+                                      "    \"\"\"Twice x.\"\"\"\n"
+                                      "    # YOUR CODE HERE\n"
+                                      f"    {RAISE}\n"
+                                      "\n"
+                                      "print(f(3))")
+
+
+def test_begin_line_with_a_stub_gives_that_line_under_your_code_here():
+    source = "### BEGIN SOLUTION: dx = None\ndx = 2 * x\n### END SOLUTION\nprint(dx)"
+    assert ex.stub_source(source) == "# YOUR CODE HERE\ndx = None\nprint(dx)"
+    nested = "for i in range(3):\n\t### BEGIN SOLUTION:   total = 0  \n\ttotal += i\n\t### END SOLUTION"
+    assert ex.stub_source(nested) == "for i in range(3):\n\t# YOUR CODE HERE\n\ttotal = 0"
+
+
+def test_every_block_of_a_cell_is_replaced():
+    source = ("### BEGIN SOLUTION\na = 1\n### END SOLUTION\n"
+              "x = 0\n"
+              "### BEGIN SOLUTION: b = None\nb = 2\n### END SOLUTION\n")
+    assert ex.stub_source(source) == f"# YOUR CODE HERE\n{RAISE}\nx = 0\n# YOUR CODE HERE\nb = None\n"
+
+
+def test_a_cell_without_markers_is_left_alone():
+    assert ex.stub_source("x = 1\n# a comment\n") == "x = 1\n# a comment\n"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("x = 1\n### BEGIN SOLUTION\ny = 2", "line 2: ### BEGIN SOLUTION without a ### END SOLUTION"),
+    ("y = 2\n### END SOLUTION", "line 2: ### END SOLUTION without a ### BEGIN SOLUTION"),
+    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "line 2: ### BEGIN SOLUTION inside"),
+    ("def f():\n    ### BEGIN SOLUTION\n    return 1\n### END SOLUTION", "line 4: ### END SOLUTION indented"),
+    ("### BEGIN SOLUTION:\nx = 1\n### END SOLUTION", "line 1: nothing after"),
+    ("## BEGIN SOLUTION\nx = 1", "line 1: a malformed marker"),
+    ("### BEGIN SOLUTION now\nx = 1\n### END SOLUTION", "line 1: a malformed marker"),
+])
+def test_unmatched_or_malformed_markers_are_a_clear_error(source, message):
+    with pytest.raises(UserError, match=message):
+        ex.stub_source(source)
+
+
+# --- notebooks: pairing, generation, the guard ------------------------------------------------------
+
+def toy_solution():
+    """A solution notebook of two exercises, one of each stub kind, with outputs as a run leaves them."""
+    nb = new_notebook(cells=[
+        new_markdown_cell("# Toy\n\nSome prose."),
+        new_code_cell("a = 40", execution_count=1),
+        new_code_cell("def plus2(x):\n    ### BEGIN SOLUTION\n    return x + 2\n    ### END SOLUTION",
+                      execution_count=2),
+        new_code_cell("# check: plus two\nassert plus2(a) == 42, 'plus2(40) should be 42'",
+                      execution_count=3),
+        new_markdown_cell("More prose."),
+        new_code_cell("### BEGIN SOLUTION: answer = None\nanswer = a + 2\n### END SOLUTION",
+                      execution_count=4),
+        new_code_cell("# check: the answer\nassert answer == 42", execution_count=5),
+    ])
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="40\n")]
+    nb.cells[1].metadata["execution"] = {"iopub.status.busy": "2024-01-01T00:00:00"}
+    return nb
+
+
+def test_exercises_are_found_as_check_cells_and_the_answer_before_each():
+    assert ex.validate(toy_solution(), "toy") == [ex.Exercise("plus two", 2, 3),
+                                                  ex.Exercise("the answer", 5, 6)]
+
+
+def test_a_solution_without_its_check_or_a_check_without_a_solution_is_an_error():
+    nb = toy_solution()
+    nb.cells[3].source = "assert plus2(a) == 42"  # no '# check:' line any more
+    with pytest.raises(UserError, match="toy, cell 2: a solution block without a '# check: <name>' cell"):
+        ex.validate(nb, "toy")
+    nb = toy_solution()
+    nb.cells[5].source = "answer = a + 2"
+    with pytest.raises(UserError, match="toy, cell 5: the answer cell of 'the answer' has no solution block"):
+        ex.validate(nb, "toy")
+    nb = toy_solution()
+    nb.cells[6].source = "# check: plus two\nassert answer == 42"
+    with pytest.raises(UserError, match="a second exercise named 'plus two'"):
+        ex.validate(nb, "toy")
+    nb = toy_solution()
+    nb.cells[2].source += "\n### END SOLUTION"
+    with pytest.raises(UserError, match="toy, cell 2, line 5: ### END SOLUTION without"):
+        ex.validate(nb, "toy")
+
+
+def test_learner_copy_has_stubs_no_outputs_and_the_same_prose():
+    solution = toy_solution()
+    learner = ex.learner_notebook(solution)
+    prose = [c.source for c in learner.cells if c.cell_type == "markdown"]
+    assert prose == ["# Toy\n\nSome prose.", "More prose."]
+    assert learner.cells[2].source == f"def plus2(x):\n    # YOUR CODE HERE\n    {RAISE}"
+    assert learner.cells[5].source == "# YOUR CODE HERE\nanswer = None"
+    assert [c.source for c in learner.cells[::3]] == [c.source for c in solution.cells[::3]]  # the others
+    code = [c for c in learner.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None and "execution" not in c.metadata for c in code)
+    assert [c.id for c in learner.cells] == [c.id for c in solution.cells]
+    assert solution.cells[1].outputs and solution.cells[2].source.count("SOLUTION") == 2  # input unchanged
+
+
+def test_generator_writes_the_same_bytes_every_time(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    solution = tmp_path / "solutions" / "01_toy.ipynb"
+    nbformat.write(toy_solution(), solution)
+    assert ex.build([solution], tmp_path) == [f"{tmp_path / '01_toy.ipynb'}: written from {solution}"]
+    first = (tmp_path / "01_toy.ipynb").read_bytes()
+    assert ex.build([solution], tmp_path) == [f"{tmp_path / '01_toy.ipynb'}: up to date"]
+    assert (tmp_path / "01_toy.ipynb").read_bytes() == first == ex.learner_text(solution).encode()
+
+
+def test_build_refuses_to_overwrite_the_learners_edits_unless_forced(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    solution = tmp_path / "solutions" / "01_toy.ipynb"
+    nbformat.write(toy_solution(), solution)
+    ex.build([solution], tmp_path)
+    learner = tmp_path / "01_toy.ipynb"
+    nb = nbformat.read(learner, as_version=4)
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="40\n")]  # only ran it
+    nbformat.write(nb, learner)
+    assert not ex.edited(learner)
+    ex.build([solution], tmp_path)  # outputs alone are no work to keep
+    nb.cells[2].source = "def plus2(x):\n    return x + 2"
+    nbformat.write(nb, learner)
+    assert ex.edited(learner)
+    with pytest.raises(UserError, match=r"your edits in .*01_toy.ipynb would be overwritten.*--force"):
+        ex.build([solution], tmp_path)
+    assert "return x + 2" in learner.read_text()
+    ex.build([solution], tmp_path, force=True)
+    assert learner.read_text() == ex.learner_text(solution)
+
+
+# --- the committed notebooks -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
+def test_committed_learner_copy_is_what_the_generator_makes(solution):
+    learner = LECTURES / solution.name
+    assert learner.exists(), f"{learner.name} missing: make exercises"
+    assert learner.read_text() == ex.learner_text(solution), f"{learner.name} is stale: make exercises"
+
+
+def test_every_learner_copy_has_its_solution():
+    assert [p.name for p in lecture_paths(folder=LECTURES)] == [p.name for p in SOLUTIONS]
+
+
+def test_the_lectures_have_their_exercises():
+    counts = {p.stem: len(ex.validate(nbformat.read(p, as_version=4), str(p))) for p in SOLUTIONS}
+    assert {k: v for k, v in counts.items() if k != "00_micrograd"} == {
+        "01_bigram": 4, "02_mlp": 4, "03_activations_batchnorm": 3, "04_manual_backprop": 4, "05_gpt": 4,
+        "06_attribution": 3}
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
+def test_each_check_fails_on_its_stub_and_passes_on_its_solution(solution):
+    """The lecture's one smoke run in the suite: every cell runs clean, and at each exercise the stub
+    goes first, its check must fail, then the solution, and the same check must pass."""
+    nb = nbformat.read(solution, as_version=4)
+    at = {e.answer: e for e in ex.validate(nb, str(solution))}
+    failures, proved = [], []
+    runner = client(nb, solution, timeout=900, allow_errors=True)
+    with smoke_env(True), runner.setup_kernel():
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            if i in at:
+                runner.execute_cell(new_code_cell(ex.stub_source(cell.source)), i)
+                check = copy.deepcopy(nb.cells[at[i].check])
+                runner.execute_cell(check, at[i].check)
+                if ex.error_of(check) is None:
+                    failures.append(f"{at[i].name}: the check passes on the stub")
+                else:
+                    proved.append(at[i].name)
+            runner.execute_cell(cell, i)
+            if (err := ex.error_of(cell)) is not None:
+                failures.append(f"cell {i}: {ex.one_line(err)}")
+    assert not failures, "\n".join(failures)
+    assert len(proved) == len(at)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert "mode: smoke" in "".join(o.get("text", "") for o in first.outputs)
+
+
+# --- python -m nanogpt.exercises check ----------------------------------------------------------------
+
+def test_check_says_ok_not_yet_or_stub_per_exercise(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    solution = tmp_path / "solutions" / "01_toy.ipynb"
+    nb = toy_solution()
+    for name, var, value in [("bee", "b", 2), ("sea", "c", 3), ("dee", "d", 4)]:
+        nb.cells += [new_code_cell(f"### BEGIN SOLUTION\n{var} = {value}\n### END SOLUTION"),
+                     new_code_cell(f"# check: {name}\nassert {var} == {value}")]
+    nb.cells.append(new_code_cell("undefined_name"))
+    nbformat.write(nb, solution)
+    ex.build([solution], tmp_path)
+    learner = tmp_path / "01_toy.ipynb"
+    mine = nbformat.read(learner, as_version=4)
+    mine.cells[2].source = "def plus2(x):\n    return x + 2"  # done; 'the answer' keeps its placeholder
+    mine.cells[7].source = "b = 3"  # wrong, with an assert that has no message
+    mine.cells[9].source = "c = 1 / 0"  # the answer itself fails
+    nbformat.write(mine, learner)
+    lines, all_ok = ex.check_lecture(learner, smoke=True, solution=solution)
+    assert not all_ok
+    assert lines[0].startswith("01_toy (smoke mode, ")
+    assert lines[1:] == [
+        "  1. plus two    ok",
+        "  2. the answer  stub: not done yet",
+        "  3. bee         not yet: AssertionError: at assert b == 2",
+        "  4. sea         not yet: the answer cell failed: ZeroDivisionError: division by zero",
+        "  5. dee         stub: not done yet",
+        "  note: cell 13 (not an exercise) failed: NameError: name 'undefined_name' is not defined",
+    ]
+    lines, all_ok = ex.check_lecture(solution, smoke=True)
+    assert all_ok and all(line.endswith("ok") for line in lines[1:6])
+
+
+def test_check_of_an_unknown_lecture_is_a_one_line_error(capsys):
+    assert ex.main(["check", "99"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no lecture matches 99") and err.count("\n") == 1
+    assert ex.main(["check", "nowhere/01_bigram.ipynb"]) == 2
+    assert capsys.readouterr().err == "error: nowhere/01_bigram.ipynb: no such notebook\n"
+    assert ex.main(["build", "--no-such-flag"]) == 2
+    assert capsys.readouterr().err == "error: unrecognized arguments: --no-such-flag\n"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["build", "--help"], ["check", "--help"]])
+def test_every_command_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        ex.main(argv)
+    assert stop.value.code == 0 and "usage: python -m nanogpt.exercises" in capsys.readouterr().out
