@@ -323,29 +323,33 @@ def do_check(args) -> int:
 parser = cli.parser("python -m nanogpt.exercises",
                     "The lectures' exercises: generate the learner's copies, check the answers.")
 commands = parser.add_subparsers(dest="command", required=True, metavar="{build,check}")
-p_build = commands.add_parser(
-    "build", formatter_class=cli.HelpFormatter,
-    help="write lectures/NN_*.ipynb from lectures/solutions/ (make exercises)",
-    description="Write the learner's notebooks lectures/NN_*.ipynb from the solution notebooks in\n"
-                "lectures/solutions/: answers become stubs, outputs are dropped. A copy that holds\n"
-                "the learner's edits is not overwritten, unless --force.")
+
+
+def command(name: str, work, help: str, description: str):
+    """A subcommand's parser (a cli.Parser too: a bad flag is one line) that runs `work`."""
+    p = commands.add_parser(name, formatter_class=cli.HelpFormatter, help=help, description=description)
+    p.set_defaults(work=work)
+    return p
+
+
+p_build = command("build", do_build, "write lectures/NN_*.ipynb from lectures/solutions/ (make exercises)",
+                  "Write the learner's notebooks lectures/NN_*.ipynb from the solution notebooks in\n"
+                  "lectures/solutions/: answers become stubs, outputs are dropped. A copy that holds\n"
+                  "the learner's edits is not overwritten, unless --force.")
 p_build.add_argument("names", nargs="*", default=[], help="lecture prefixes, e.g. 01 05; none given: all")
 p_build.add_argument("--force", action="store_true", help="overwrite copies that hold edits too")
-p_check = commands.add_parser(
-    "check", formatter_class=cli.HelpFormatter,
-    help="run lectures and say which exercises pass (make check LECTURE=01)",
-    description="Execute the learner's notebooks in lectures/ as saved (with your answers), past\n"
-                "any error, and print per exercise: ok, not yet: <the error>, or stub: not done yet.\n"
-                "Exit status 0 when every exercise passes, 1 otherwise.")
+p_check = command("check", do_check, "run lectures and say which exercises pass (make check LECTURE=01)",
+                  "Execute the learner's notebooks in lectures/ as saved (with your answers), past\n"
+                  "any error, and print per exercise: ok, not yet: <the error>, or stub: not done yet.\n"
+                  "Exit status 0 when every exercise passes, 1 otherwise.")
 p_check.add_argument("names", nargs="*", default=[],
                      help="lecture prefixes, e.g. 01 05, or notebook files; none given: all of lectures/")
 p_check.add_argument("--solutions", action="store_true", help="check lectures/solutions/ instead")
 p_check.add_argument("--smoke", action="store_true", help="smoke mode (NANOGPT_SMOKE=1): tiny loops")
-p_build.set_defaults(work=do_build)
-p_check.set_defaults(work=do_check)  # the commands' parsers are cli.Parser too: a bad flag is one line
 
 
 def main(argv=None) -> int:
+    """The command line: `python -m nanogpt.exercises --help`."""
     return cli.run(lambda args: args.work(args), parser, argv)
 
 
