@@ -19,10 +19,11 @@ from nanogpt.diagnostics_health import UPDATE_GUIDE, UPDATE_WINDOW, median_updat
 from nanogpt.diagnostics_history import History
 from nanogpt.diagnostics_stats import NAME_WIDTH, Snapshot, layer_line, weight_line
 
-DPI = 64  # modest: a lecture with a dozen of these figures stays well under a megabyte
+DPI = 80  # modest: a lecture with a dozen of these figures stays under a megabyte
+LEGEND_PT = 8  # the smallest text the course draws (the legends carry long lines of numbers)
 
 
-def _figure(ncols: int = 1, nrows: int = 1, width: float = 12, height: float = 4):
+def _figure(ncols: int = 1, nrows: int = 1, width: float = 9.6, height: float = 3.6):
     from matplotlib.figure import Figure  # no pyplot: no global state, and Agg draws the PNG
 
     _show_figures_in_notebooks()
@@ -62,7 +63,7 @@ def _plot_layers(source, grads: bool, verbose: bool):
     if not layers:
         raise ValueError("no watched layer in this snapshot (the bigram has none)")
     kinds = list(dict.fromkeys(s.kind for s in layers))
-    fig, axes = _figure(ncols=len(kinds), width=max(8, 6 * len(kinds)))
+    fig, axes = _figure(ncols=len(kinds), width=max(9.6, 6 * len(kinds)), height=4)
     what = "gradient of the loss w.r.t. the output" if grads else "output"
     for ax, kind in zip(axes, kinds, strict=True):
         for s in (s for s in layers if s.kind == kind):
@@ -71,7 +72,9 @@ def _plot_layers(source, grads: bool, verbose: bool):
                 print(layer_line(s, grads))
             ax.plot(x, y, label=layer_line(s, grads, pad=False))
         ax.set_title(f"{kind} layers: {what} (step {snap.step})")
-        ax.legend(fontsize=7)
+        ax.set_xlabel("gradient value" if grads else "output value")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=LEGEND_PT)
     return fig
 
 
@@ -95,7 +98,9 @@ def plot_weight_grads(source, verbose: bool = True):
             print(weight_line(w))
         ax.plot(x, y, label=weight_line(w, pad=False))
     ax.set_title(f"weight gradients (step {snap.step})")
-    ax.legend(fontsize=7)
+    ax.set_xlabel("gradient value")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=LEGEND_PT)
     return fig
 
 
@@ -116,7 +121,7 @@ def plot_update_ratios(source, verbose: bool = True):
     ax.set_ylabel("log10 std(update) / std(weight)")
     ax.set_title(f"update:data ratios; legend and title: medians over the last {UPDATE_WINDOW} steps "
                  f"(all weights: {median_update(history):+.2f})")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=LEGEND_PT)
     return fig
 
 
