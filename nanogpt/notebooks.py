@@ -57,10 +57,10 @@ def banner() -> str:
     the lectures' plot style (plot_style), so that every lecture's figures share it."""
     import torch
 
-    plot_style()
+    from nanogpt.runtime import pick_device  # imported here: the test helpers need no torch
 
-    device = "cuda" if torch.cuda.is_available() else (
-        "mps" if torch.backends.mps.is_available() else "cpu")
+    plot_style()
+    device = pick_device("auto")
     mode = "smoke" if smoke_mode() else "full"
     return f"mode: {mode} | torch {torch.__version__} | device: {device}"
 
