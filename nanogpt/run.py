@@ -116,7 +116,7 @@ class Run:
         self.rt.close()
 
 
-def start_run(cfg: TrainConfig, progress: bool = True) -> Run:
+def start_run(cfg: TrainConfig, progress: bool = True, make_model=None) -> Run:
     """Everything before the first step: the settings (last.pt's on --resume), the device, the data,
     a seeded model, the optimizer, the generators; on resume, every state put back."""
     t0 = time.time()
@@ -132,7 +132,10 @@ def start_run(cfg: TrainConfig, progress: bool = True) -> Run:
 
     torch.manual_seed(cfg.seed)  # every process starts from the same weights
     settings = {name: getattr(cfg, name) for name in MODEL_FIELDS[cfg.stage]}
-    model = build_model(cfg.stage, {"vocab_size": data.tokenizer.vocab_size, **settings})
+    model_config = {"vocab_size": data.tokenizer.vocab_size, **settings}
+    # make_model(model_config) -> a module: a lecture's own variant of the stage's model (its
+    # checkpoints then load only through that same function, not through load_model)
+    model = make_model(model_config) if make_model else build_model(cfg.stage, model_config)
     model.to(device=rt.device, dtype=rt.param_dtype)
     torch.manual_seed(cfg.seed + rt.rank)  # each process its own dropout masks
     optimizer = make_optimizer(model, cfg, rt.device_type)

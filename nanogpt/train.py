@@ -39,9 +39,10 @@ from nanogpt.runtime import Runtime, StopRequests
 # ----------------------------------------------------------------------------- the loop
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Train one run; returns train_loss, val_loss, best_val_loss, iters, seconds, out_dir."""
-    run = start_run(cfg, progress)  # the settings (or last.pt's), device, data, model, optimizer
+def train(cfg: TrainConfig, progress: bool = True, make_model=None) -> dict:
+    """Train one run; returns train_loss, val_loss, best_val_loss, iters, seconds, out_dir.
+    make_model(model_config) may build a variant of the stage's model (the lectures' ablations)."""
+    run = start_run(cfg, progress, make_model)  # settings (or last.pt's), device, data, model, optimizer
     cfg, rt = run.cfg, run.rt
     monitor = watch(run)  # --diag: activation/gradient/update statistics; else hooks that do nothing
     budget = TimeBudget(run)  # --max-minutes: max_iters from the measured pace
