@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/bench_train.py                       # about 2 minutes on 2 quiet CPU cores
     .venv/bin/python bench/bench_train.py --quick               # a smoke check, well under a minute
-    .venv/bin/python bench/bench_train.py --equal-time          # + val loss after 100 s per preset
-    .venv/bin/python bench/bench_train.py --equal-time --minutes 1.67 10   # the 100 s / 10 min table
+    .venv/bin/python bench/bench_train.py --equal-time          # + one row per lever, each preset's budget
+    .venv/bin/python bench/bench_train.py --equal-time --no-speed --presets gpt-cpu-fast \
+        --variants default muon optimizer=muon,muon_lr=0.05 --minutes 1.67   # a screening
 
 Speed: each preset's real training steps (the loop of nanogpt.train.train: batches, forward,
 backward, clipping, optimizer; no evaluation) are timed from the run's log after a warm-up. MFU
@@ -13,9 +14,13 @@ not to the datasheet).
 A GPT step costs about 6N + 12 L T C FLOPs per token (N parameters without the position table;
 the second term is attention; nanoGPT's estimate_mfu), an MLP step 6N.
 
-Equal time: each GPT CPU preset trains with --max-minutes M (its schedule fitted to the
-budget) and reports its final val loss (the whole val split). On a shared machine both the
-speed and the losses at equal time come out pessimistic.
+Equal time: one row per lever. Each variant is a named set of TrainConfig overrides on top of
+a GPT CPU preset (VARIANTS below; `default` is the preset as it is); each trains with
+--max-minutes M (its schedule fitted to the budget; M is the preset's own budget, the one
+`make train` uses, unless --minutes is given) and reports its steps, final val loss (the whole
+val split), the change against `default` in the same run, and its wall time (start-up,
+compilation and the final evaluation included). On a shared machine both the speed and the
+losses at equal time come out pessimistic, and variants run later meet a different load.
 """
 
 from __future__ import annotations
@@ -23,16 +28,35 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import tempfile
 import time
 from contextlib import redirect_stdout
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from nanogpt.checkpoint import load_model
-from nanogpt.config import preset
+from nanogpt.config import PRESETS, TrainConfig, preset
+from nanogpt.errors import UserError
 from nanogpt.train import train
+
+# The levers, each a set of overrides on top of a preset: name -> (row label, overrides).
+VARIANTS = {
+    "default": ("previous default", {}),
+    "muon": ("+ muon (lr 0.02)", {"optimizer": "muon"}),
+    "muon-0.01": ("+ muon (lr 0.01)", {"optimizer": "muon", "muon_lr": 0.01}),
+    "muon-0.05": ("+ muon (lr 0.05)", {"optimizer": "muon", "muon_lr": 0.05}),
+    "bf16": ("+ bf16 autocast", {"dtype": "bfloat16"}),
+    "compile": ("+ compile", {"compile": "on"}),
+    "nanogpt-lr": ("+ lr 2e-3 (nanoGPT's)", {"lr": 2e-3, "min_lr": 2e-4}),
+    "tied": ("+ tied head (nanoGPT's)", {"tie_weights": True}),
+    "muon+bf16": ("+ muon + bf16", {"optimizer": "muon", "dtype": "bfloat16"}),
+    "muon+compile": ("+ muon + compile", {"optimizer": "muon", "compile": "on"}),
+    "all": ("+ muon + bf16 + compile", {"optimizer": "muon", "dtype": "bfloat16", "compile": "on"}),
+}
+DEFAULT_VARIANTS = ("default", "muon", "bf16", "compile", "muon+bf16", "all")
 
 
 def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -78,36 +102,66 @@ def time_steps(name: str, steps: int, **overrides) -> dict:
 
 
 def speed_table(quick: bool) -> None:
-    """Tokens/s and MFU of every CPU preset (and gpt-cpu with bfloat16 autocast)."""
+    """Tokens/s and MFU of every CPU preset (and gpt-cpu with bfloat16 autocast, Muon, compiled)."""
     scale = 0.2 if quick else 1.0
-    rows = [("gpt-cpu", {}, 20), ("gpt-cpu", {"dtype": "bfloat16"}, 20), ("gpt-cpu-fast", {}, 40),
-            ("mlp", {}, 2000), ("bigram", {}, 2000)]
+    rows = [("gpt-cpu", {}, 20), ("gpt-cpu", {"dtype": "bfloat16"}, 20),
+            ("gpt-cpu", {"optimizer": "muon"}, 20), ("gpt-cpu", {"compile": "on"}, 20),
+            ("gpt-cpu-fast", {}, 40), ("mlp", {}, 2000), ("bigram", {}, 2000)]
     peaks = {}
-    print("| preset | dtype | threads | ms/step | tokens/s | MFU vs fp32 matmul |")
+    print("| preset | settings | threads | ms/step | tokens/s | MFU vs fp32 matmul |")
     print("|---|---|---|---|---|---|")
     for name, overrides, steps in rows:
         r = time_steps(name, max(3, int(steps * scale)), **overrides)
         if r["threads"] not in peaks:
             peaks[r["threads"]] = matmul_peak(r["threads"])
         mfu = r["flops"] * r["tok_s"] / peaks[r["threads"]] if name != "bigram" else float("nan")
-        dtype = overrides.get("dtype", "float32")
+        settings = ", ".join(f"{k} {v}" for k, v in overrides.items()) or "as preset (float32)"
         mfu_text = "n/a (a lookup)" if name == "bigram" else f"{mfu:.1%}"
-        print(f"| {name} | {dtype} | {r['threads']} | {r['step_ms']:.1f} | {r['tok_s']:,.0f} | "
+        print(f"| {name} | {settings} | {r['threads']} | {r['step_ms']:.1f} | {r['tok_s']:,.0f} | "
               f"{mfu_text} |", flush=True)
     print("\nfp32 matmul peak (2048^3, best of 5): " + "; ".join(
         f"{threads} thread(s) {peak / 1e9:.1f} GFLOP/s" for threads, peak in sorted(peaks.items())))
 
 
-def equal_time_table(minutes: list[float]) -> None:
-    """The final val loss of each GPT CPU preset after the same wall time."""
-    print("\n| preset | budget | steps | val loss (whole split) | wall s |")
-    print("|---|---|---|---|---|")
-    for m in minutes:
-        for name in ("gpt-cpu-fast", "gpt-cpu"):
-            with tempfile.TemporaryDirectory() as out, redirect_stdout(io.StringIO()):
-                r = train(preset(name, max_minutes=m, out_dir=out), progress=False)
-            print(f"| {name} | {m * 60:.0f} s | {r['iters']} | {r['val_loss']:.4f} | "
-                  f"{r['seconds']:.0f} |", flush=True)
+def variant(spec: str) -> tuple[str, dict]:
+    """A row of the equal-time table: a name of VARIANTS, or `key=value,...` (TrainConfig fields)."""
+    if spec in VARIANTS:
+        return VARIANTS[spec]
+    if "=" not in spec:
+        raise UserError(f"unknown variant {spec!r} (variants: {', '.join(VARIANTS)}, or key=value,...)")
+    kinds = {"bool": bool, "int": int, "float": float, "str": str}
+    types = {f.name: kinds[f.type] for f in fields(TrainConfig)}
+    overrides = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise UserError(f"variant {spec!r}: no setting {key!r}")
+        kind = types[key]
+        try:
+            overrides[key] = value.lower() in ("1", "true", "yes", "on") if kind is bool else kind(value)
+        except ValueError:
+            raise UserError(f"variant {spec!r}: {key} takes a {kind.__name__}, not {value!r}") from None
+    return "+ " + spec, overrides
+
+
+def equal_time_table(presets: list[str], variants: list[str], minutes: list[float] | None) -> None:
+    """The final val loss of each variant of each preset after the same wall time."""
+    rows = [variant(v) for v in variants]
+    print("\n| preset | variant | budget | steps | val loss (whole split) | vs default | wall s |")
+    print("|---|---|---|---|---|---|---|")
+    for name in presets:
+        for m in minutes or [PRESETS[name].max_minutes]:
+            base = math.nan
+            for label, overrides in rows:
+                with tempfile.TemporaryDirectory() as out, redirect_stdout(io.StringIO()):
+                    r = train(preset(name, **{**overrides, "max_minutes": m, "out_dir": out}),
+                              progress=False)
+                if not overrides:
+                    base = r["val_loss"]
+                delta = "" if math.isnan(base) or not overrides else f"{r['val_loss'] - base:+.4f}"
+                budget = f"{m * 60:.0f} s" if m else "no budget"
+                print(f"| {name} | {label} | {budget} | {r['iters']} | {r['val_loss']:.4f} | "
+                      f"{delta} | {r['seconds']:.0f} |", flush=True)
 
 
 def main(argv=None) -> None:
@@ -115,14 +169,26 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a fifth of the steps: a smoke check")
+    ap.add_argument("--no-speed", action="store_true", help="skip the speed table")
     ap.add_argument("--equal-time", action="store_true",
-                    help="also train the GPT CPU presets for --minutes each and compare val losses")
-    ap.add_argument("--minutes", type=float, nargs="+", default=[100 / 60],
-                    help="budgets for --equal-time (100 s by default; the long table adds 10)")
+                    help="also train each variant of each preset for the same wall time; compare val losses")
+    ap.add_argument("--presets", nargs="+", default=["gpt-cpu-fast", "gpt-cpu"],
+                    choices=["gpt-cpu-fast", "gpt-cpu", "smoke"], help="presets for --equal-time")
+    ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), metavar="NAME",
+                    help=f"rows for --equal-time: {', '.join(VARIANTS)}, or key=value,... overrides")
+    ap.add_argument("--minutes", type=float, nargs="+", default=None,
+                    help="budgets for --equal-time (default: each preset's own --max-minutes)")
     args = ap.parse_args(argv)
-    speed_table(args.quick)
+    try:  # a typo fails now, not after an hour of the other rows
+        for spec in args.variants:
+            for name in args.presets:
+                preset(name, **variant(spec)[1])
+    except UserError as e:
+        ap.error(str(e))
+    if not args.no_speed:
+        speed_table(args.quick)
     if args.equal_time:
-        equal_time_table(args.minutes)
+        equal_time_table(args.presets, args.variants, args.minutes)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from nanogpt import cli
 from nanogpt.errors import UserError
 
 
-def opt(default, help: str):
-    """A dataclass field that carries its own --help text."""
-    return field(default=default, metadata={"help": help})
+def opt(default, help: str, bare=None):
+    """A dataclass field that carries its own --help text; `bare`: the value of the flag given
+    alone (`--compile` = `--compile on`), with `--no-FLAG` for the default."""
+    return field(default=default, metadata={"help": help, "bare": bare})
 
 
 @dataclass
@@ -42,7 +43,8 @@ class TrainConfig:
     data: str = opt("shakespeare", "dataset: shakespeare | names | path to a UTF-8 text file")
     tokenizer: str = opt("char", "char | gpt2 (GPT-2 byte-pair encoding)")
     # how: optimisation
-    optimizer: str = opt("adamw", "adamw (decay on 2-D+ weights only) | sgd")
+    optimizer: str = opt("adamw", "adamw (decay on 2-D+ weights only) | sgd | muon (Muon for the "
+                         "matrices inside the GPT's blocks, AdamW for the rest; see nanogpt.optim)")
     lr: float = opt(1e-3, "peak learning rate")
     min_lr: float = opt(1e-4, "learning rate at the end of the cosine")
     lr_schedule: str = opt("cosine", "cosine (to min_lr) | step (lr/10 at step_decay_at) | constant")
@@ -51,6 +53,11 @@ class TrainConfig:
     beta1: float = opt(0.9, "AdamW beta1")
     beta2: float = opt(0.99, "AdamW beta2")
     weight_decay: float = opt(0.1, "weight decay (on 2-D+ parameters only)")
+    muon_lr: float = opt(0.02, "--optimizer muon: Muon's peak learning rate (the blocks' matrices), "
+                         "moved by the same warmup and schedule as --lr")
+    muon_momentum: float = opt(0.95, "--optimizer muon: Muon's (Nesterov) momentum")
+    muon_weight_decay: float = opt(0.0, "--optimizer muon: weight decay of Muon's matrices "
+                                   "(decoupled, times Muon's lr)")
     grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)")
     batch_size: int = opt(32, "sequences (or examples) per micro-batch")
     grad_accum: int = opt(1, "micro-batches per step, over all processes together")
@@ -68,11 +75,19 @@ class TrainConfig:
     # where
     seed: int = opt(1337, "seed of every random draw")
     device: str = opt("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
-    dtype: str = opt("auto", "auto (bfloat16 autocast on CUDA, else float32) | float32 | float64 | bfloat16")
-    compile: bool = opt(False, "torch.compile the model (CUDA)")
+    dtype: str = opt("auto", "auto (bfloat16 autocast on CUDA, and on CPUs with the bfloat16 units "
+                     "(AMX, AVX-512 BF16) that nanogpt.runtime.AUTO_BFLOAT16_CPU_UNITS names; else "
+                     "float32) | float32 | float64 | bfloat16 (autocast: weights stay float32)")
+    compile: str = opt("off", "torch.compile the model: off | on (eager, with a warning, where it "
+                       "fails: no C++ compiler, a backend error) | auto (on where "
+                       "nanogpt.runtime.AUTO_COMPILE says it pays and a compiler is found)", bare="on")
     threads: int = opt(0, "CPU threads (0 = all cores, shared between processes)")
     diag: bool = opt(False, "record activation/gradient/update statistics (nanogpt.diagnostics)")
     diag_every: int = opt(100, "record diagnostics every this many steps")
+
+    def __post_init__(self):
+        if isinstance(self.compile, bool):  # compile was a bool before "auto" (older checkpoints)
+            self.compile = "on" if self.compile else "off"
 
     def to_dict(self) -> dict:
         """Plain python values, as stored in a checkpoint."""
@@ -166,14 +181,15 @@ def preset(name: str, **overrides) -> TrainConfig:
 CHOICES = {
     "stage": ("bigram", "mlp", "gpt"),
     "tokenizer": ("char", "gpt2"),
-    "optimizer": ("adamw", "sgd"),
+    "optimizer": ("adamw", "sgd", "muon"),
     "lr_schedule": ("cosine", "step", "constant"),
     "dtype": ("auto", "float32", "float64", "bfloat16"),
+    "compile": ("off", "on", "auto"),
 }
 AT_LEAST_ONE = ("block_size", "n_layer", "n_head", "n_embd", "n_hidden", "batch_size", "grad_accum",
                 "max_iters", "eval_interval", "eval_iters", "log_interval", "diag_every")
 NOT_NEGATIVE = ("min_lr", "warmup_iters", "weight_decay", "grad_clip", "max_minutes",
-                "save_interval", "threads")
+                "save_interval", "threads", "muon_weight_decay")
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -189,8 +205,9 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if not (value >= 0 and math.isfinite(value)):
             raise UserError(f"--{dashed(name)} must be a finite number >= 0, not {value}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise UserError(f"--lr must be a positive number, not {cfg.lr}")
+    for name in ("lr", "muon_lr"):
+        if not (getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name))):
+            raise UserError(f"--{dashed(name)} must be a positive number, not {getattr(cfg, name)}")
     if cfg.min_lr > cfg.lr:
         raise UserError(f"--min-lr ({cfg.min_lr}) must not exceed --lr ({cfg.lr})")
     if cfg.stage == "gpt" and cfg.n_embd % cfg.n_head != 0:
@@ -199,6 +216,11 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--dropout must be in [0, 1), not {cfg.dropout}")
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise UserError(f"--beta1 and --beta2 must be in [0, 1), not {cfg.beta1}, {cfg.beta2}")
+    if not 0 <= cfg.muon_momentum < 1:
+        raise UserError(f"--muon-momentum must be in [0, 1), not {cfg.muon_momentum}")
+    if cfg.optimizer == "muon" and cfg.stage != "gpt":
+        raise UserError(f"--optimizer muon trains the matrices inside a GPT's blocks, not the "
+                        f"{cfg.stage}'s weights (use adamw or sgd)")
     if not 0 < cfg.step_decay_at <= 1:
         raise UserError(f"--step-decay-at must be in (0, 1], not {cfg.step_decay_at}")
     if cfg.data == "names" and cfg.tokenizer != "char":
@@ -242,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is bool:
             parser.add_argument(f"--{dashed(f.name)}", action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=text)
+        elif f.metadata.get("bare") is not None:  # --compile alone = --compile on; --no-compile
+            parser.add_argument(f"--{dashed(f.name)}", nargs="?", const=f.metadata["bare"],
+                                default=argparse.SUPPRESS, metavar=f.name.upper(), help=text)
+            parser.add_argument(f"--no-{dashed(f.name)}", dest=f.name, action="store_const",
+                                const=f.default, default=argparse.SUPPRESS,
+                                help=f"--{dashed(f.name)} {f.default}")
         else:
             parser.add_argument(f"--{dashed(f.name)}", type=kind, default=argparse.SUPPRESS,
                                 metavar=f.name.upper(), help=text)

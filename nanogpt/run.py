@@ -30,8 +30,9 @@ from nanogpt.checkpoint import (
     versions,
 )
 from nanogpt.config import PRESETS, TrainConfig, preset
+from nanogpt.optim import Optimizers, make_optimizer
 from nanogpt.runlog import RunLog, prepare_folder
-from nanogpt.runtime import Runtime, setup_runtime
+from nanogpt.runtime import Runtime, compile_model, setup_runtime
 
 # TrainConfig fields that become each stage's model config (with vocab_size).
 MODEL_FIELDS = {
@@ -54,7 +55,7 @@ class Run:
     model: torch.nn.Module  # the plain module: saved, clipped, watched by --diag
     eval_model: torch.nn.Module  # the same weights, compiled under --compile
     train_model: torch.nn.Module  # eval_model, wrapped in DDP under torchrun (gradients averaged)
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | Optimizers  # Optimizers: Muon and AdamW as one (nanogpt.optim)
     batch_gen: torch.Generator  # the training batches
     eval_gen: torch.Generator  # the fixed evaluation batches, drawn once
     eval_batches: dict
@@ -139,7 +140,10 @@ def start_run(cfg: TrainConfig, progress: bool = True, make_model=None) -> Run:
     model.to(device=rt.device, dtype=rt.param_dtype)
     torch.manual_seed(cfg.seed + rt.rank)  # each process its own dropout masks
     optimizer = make_optimizer(model, cfg, rt.device_type)
-    eval_model = torch.compile(model) if cfg.compile else model
+    eval_model, compile_note = model, None
+    if rt.compile:  # tried on a batch of its own: the training batches are not touched
+        example = data.draw("train", torch.Generator().manual_seed(cfg.seed))
+        eval_model, compile_note = compile_model(model, example, rt)
     train_model = eval_model
     if rt.world > 1:  # evaluation skips DDP: every process scores the same batches, no gradient flows
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -164,7 +168,7 @@ def start_run(cfg: TrainConfig, progress: bool = True, make_model=None) -> Run:
     if moved:
         log.say(f"note: a fresh run: moved the earlier run's {', '.join(moved)} to {out / 'previous'}/ "
                 "(--resume continues a run instead)")
-    for note in notes:
+    for note in notes + ([compile_note] if compile_note else []):
         log.say(note)
     log.start_bar(run.iter, cfg.max_iters)
     return run
@@ -204,6 +208,8 @@ def describe(run: Run, resumed: bool) -> None:
     where = f"{rt.device}, {str(rt.param_dtype).removeprefix('torch.')}"
     if not isinstance(rt.autocast, nullcontext):
         where += " with bfloat16 autocast"
+    if run.eval_model is not run.model:
+        where += ", compiled"
     if rt.device_type == "cpu":
         n_threads = torch.get_num_threads()
         where += f", {n_threads} thread" + ("s" if n_threads > 1 else "")
@@ -231,13 +237,3 @@ def watch(run: Run):
 
     return Monitor(run.model, every=run.cfg.diag_every, grad_accum=run.n_micro)
 
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device_type: str):
-    """AdamW or SGD; weight decay only on matrices (2-D and up), never on biases or norms' gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr)
-    fused = device_type == "cuda"  # one kernel for all parameters
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)

@@ -4,6 +4,7 @@ None of this is the algorithm; the training loop calls it by name:
 
     rt = setup_runtime(cfg)          # cuda, then mps, then cpu; bfloat16 autocast where it pays
     with rt.autocast: ...            # the forward pass, in the run's precision
+    model, note = compile_model(model, example, rt)   # --compile, eager where compiling fails
     rt.mean(loss)                    # a number averaged over the processes (torchrun)
     with StopRequests(rt) as stop:   # Ctrl-C and SIGTERM finish the step instead of killing it
         if stop.requested(): ...
@@ -12,6 +13,7 @@ None of this is the algorithm; the training loop calls it by name:
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -22,6 +24,16 @@ import torch
 import torch.distributed as dist
 
 from nanogpt.errors import UserError
+
+# What `auto` turns on, by measurement (bench/bench_train.py --equal-time, bench/gpu_check.py).
+# --dtype auto: bfloat16 autocast on CUDA (where supported); on a CPU only where it has one of
+# these bfloat16 units (see cpu_bf16_units) and they were measured to pay: () keeps every CPU in
+# float32; ("amx_bf16",) turns it on for AMX; ("amx_bf16", "avx512_bf16") for AVX-512 BF16 too.
+# Without either, bfloat16 is emulated and no faster than float32.
+AUTO_BFLOAT16_CPU_UNITS: tuple[str, ...] = ()
+# --compile auto: the device types where torch.compile pays (on a CPU: when a C++ compiler is
+# found). CUDA as in nanoGPT's measurement (an A100: 250 -> 135 ms/iter); the CPU not yet shown.
+AUTO_COMPILE = ("cuda",)
 
 
 def pick_device(name: str = "auto") -> str:
@@ -38,6 +50,58 @@ def pick_device(name: str = "auto") -> str:
     return name
 
 
+BF16_UNITS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_bf16_units() -> set[str]:
+    """The CPU's bfloat16 matrix units: amx_bf16 (AMX tiles: Intel Sapphire Rapids and later),
+    avx512_bf16 (bfloat16 dot products in AVX-512: Intel Cooper Lake, AMD Zen 4 and later)."""
+    get = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.8
+    if get is not None:
+        capabilities = get()
+        return {unit for unit in BF16_UNITS if capabilities.get(unit, False)}
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return set()
+    return flags & set(BF16_UNITS)
+
+
+def cpu_has_amx() -> bool:
+    """True on a CPU with AMX bfloat16 tiles."""
+    return "amx_bf16" in cpu_bf16_units()
+
+
+def pick_dtype(name: str, device_type: str) -> str:
+    """--dtype: `auto` is bfloat16 on CUDA (where supported) and on CPUs whose bfloat16 units
+    AUTO_BFLOAT16_CPU_UNITS names; float32 elsewhere."""
+    if name != "auto":
+        return name
+    if device_type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device_type == "cpu" and set(AUTO_BFLOAT16_CPU_UNITS) & cpu_bf16_units():
+        return "bfloat16"
+    return "float32"
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend (inductor) would call, or None if none is found."""
+    from torch._inductor import config  # imported here: it is slow, and only --compile needs it
+
+    names = config.cpp.cxx if isinstance(config.cpp.cxx, (list, tuple)) else (config.cpp.cxx,)
+    found = [shutil.which(name) for name in names if name]  # None: conda's gcc, if asked for
+    return next((path for path in found if path), None)
+
+
+def pick_compile(mode: str, device_type: str) -> bool:
+    """--compile: on, off, or auto (on where AUTO_COMPILE names the device; a CPU also needs a
+    compiler, without which auto quietly stays eager)."""
+    if mode == "auto":
+        return device_type in AUTO_COMPILE and (device_type != "cpu" or cpp_compiler() is not None)
+    return mode == "on"
+
+
 @dataclass
 class Runtime:
     """The device, the precision, and this process's place among the processes."""
@@ -48,6 +112,7 @@ class Runtime:
     rank: int = 0
     world: int = 1
     own_group: bool = False  # True when this run created the process group (and must end it)
+    compile: bool = False  # try torch.compile (--compile on, or auto where it pays)
 
     @property
     def master(self) -> bool:
@@ -99,14 +164,43 @@ def setup_runtime(cfg) -> Runtime:
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    dtype = cfg.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    dtype = pick_dtype(cfg.dtype, device_type)
     autocast = nullcontext()
     if dtype == "bfloat16":  # weights stay float32; matmuls run in bfloat16
         autocast = torch.autocast(device_type=device_type, dtype=torch.bfloat16)
     param_dtype = torch.float64 if dtype == "float64" else torch.float32
-    return Runtime(device, param_dtype, autocast, rank, world, own_group)
+    return Runtime(device, param_dtype, autocast, rank, world, own_group,
+                   pick_compile(cfg.compile, device_type))
+
+
+def compile_model(model: torch.nn.Module, example: tuple, rt: Runtime):
+    """torch.compile(model), tried at once on one example batch (x, y): an evaluation pass and a
+    training pass, the two graphs the loop will call. Where that fails (no C++ compiler on a CPU,
+    a backend error) the model stays eager. Returns (module, None) or (model, a one-line warning).
+    The try leaves no trace: the weights, buffers and random state are put back, no .grad stays."""
+    if rt.device_type == "cpu" and cpp_compiler() is None:
+        return model, "warning: --compile: no C++ compiler found (set CXX or install g++); training eager"
+    compiled = torch.compile(model)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}  # BatchNorm's running statistics
+    devices = [rt.device] if rt.device_type == "cuda" else []
+    x, y = (t.to(rt.device) for t in example)
+    was_training = model.training
+    try:
+        with torch.random.fork_rng(devices=devices):  # dropout's draws do not count
+            with torch.no_grad(), rt.autocast:
+                compiled.eval()(x, y)
+            with rt.autocast:
+                _, loss = compiled.train()(x, y)
+            loss.backward()
+    except Exception as e:  # whatever the backend raises; eager runs the very same model
+        torch._dynamo.reset()  # loaded by torch.compile: forget what it traced
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        return model, f"warning: --compile failed ({type(e).__name__}: {first}); training eager"
+    finally:
+        model.train(was_training)
+        model.load_state_dict(saved)
+        model.zero_grad(set_to_none=True)
+    return compiled, None
 
 
 class StopRequests:

@@ -16,6 +16,7 @@ def test_help_lists_every_option_with_its_default():
     assert "--preset" in text and "(default: 0.1)" in text  # weight_decay's default is shown
     assert all(name in text for name in PRESETS)
     assert "--max-minutes" in text and "measured over the first steps" in text
+    assert "--muon-lr" in text and "--compile [COMPILE]" in text and "--no-compile" in text
 
 
 def test_help_exits_cleanly(capsys):
@@ -59,12 +60,37 @@ def test_no_arguments_pick_the_preset_for_the_hardware():
     (["--device", "cuda:x"], "--device"),
     (["--preset", "mlp", "--batch-size", "1"], "BatchNorm needs at least 2"),
     (["--preset", "bigram", "--tokenizer", "gpt2"], "2.5 billion"),
+    (["--preset", "mlp", "--optimizer", "muon"], "--optimizer muon trains the matrices inside a GPT"),
+    (["--muon-lr", "0"], "--muon-lr must be a positive number"),
+    (["--muon-momentum", "1"], "--muon-momentum"),
+    (["--muon-weight-decay", "-1"], "--muon-weight-decay"),
+    (["--compile", "maybe"], "--compile must be one of off, on, auto"),
 ])
 def test_invalid_values_give_one_line_errors(argv, words, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and words in err
     assert err.count("\n") == 1
+
+
+def test_muon_flags_reach_the_config():
+    cfg = config_from_args(["--preset", "smoke", "--optimizer", "muon", "--muon-lr", "0.05",
+                            "--muon-momentum", "0.9", "--muon-weight-decay", "0.01"])
+    assert (cfg.optimizer, cfg.muon_lr, cfg.muon_momentum, cfg.muon_weight_decay) == ("muon", 0.05, 0.9, 0.01)
+    assert config_from_args(["--preset", "smoke"]).muon_lr == 0.02
+
+
+@pytest.mark.parametrize("argv, mode", [([], "off"), (["--compile"], "on"), (["--compile", "auto"], "auto"),
+                                        (["--compile", "on", "--no-compile"], "off")])
+def test_compile_alone_means_on_and_takes_auto(argv, mode):
+    assert config_from_args(["--preset", "smoke", *argv]).compile == mode
+
+
+def test_a_saved_boolean_compile_reads_as_on_or_off():
+    saved = preset("smoke").to_dict()
+    assert TrainConfig.from_dict(saved | {"compile": True}).compile == "on"
+    assert TrainConfig.from_dict(saved | {"compile": False}).compile == "off"
+    assert preset("smoke", compile=True).compile == "on"  # and from code
 
 
 def test_config_survives_a_round_trip_through_a_dict():

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import math
 import os
@@ -296,7 +297,7 @@ def test_a_plain_resume_notes_only_the_flags_the_saved_run_overrides(tmp_path, c
 @pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile on a CPU needs a C compiler")
 def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
     runs = {}
-    for name, compiled in (("eager", False), ("compiled", True)):
+    for name, compiled in (("eager", "off"), ("compiled", "on")):
         train(tiny(tmp_path / name, max_iters=3, eval_interval=1000, compile=compiled, device="cpu"),
               progress=False)
         runs[name] = losses(tmp_path / name)
@@ -304,3 +305,29 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
     assert all(abs(runs["compiled"][i] - runs["eager"][i]) < 1e-4 for i in runs["eager"])
     state = torch.load(tmp_path / "compiled" / "last.pt", weights_only=True)["model"]
     assert not any(k.startswith("_orig_mod.") for k in state)
+
+
+def bench_train():
+    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "bench" / "bench_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_equal_time_bench_prints_one_row_per_variant(capsys):
+    bench = bench_train()
+    bench.main(["--no-speed", "--equal-time", "--presets", "smoke", "--variants", "default", "muon",
+                "optimizer=muon,muon_lr=0.05,max_iters=20"])
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| smoke")]
+    assert [r.split(" | ")[1] for r in rows] == ["previous default", "+ muon (lr 0.02)",
+                                                  "+ optimizer=muon,muon_lr=0.05,max_iters=20"]
+    assert rows[0].split(" | ")[5] == "" and rows[1].split(" | ")[5].startswith(("+", "-"))
+    assert rows[2].split(" | ")[3] == "20"  # its steps
+
+
+@pytest.mark.parametrize("spec, words", [("nope", "unknown variant"), ("lr=fast", "lr takes a float"),
+                                         ("rotary=1", "no setting 'rotary'")])
+def test_equal_time_bench_refuses_a_bad_variant_before_training(spec, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench_train().main(["--equal-time", "--variants", spec])
+    assert e.value.code == 2 and words in capsys.readouterr().err
