@@ -204,9 +204,9 @@ def _draw(ax, result, scale: float, title: str):
     ax.set_ylabel("target position t")
     ax.set_title(title, fontsize=10)
     if len(result.tokens) <= 60:
-        ax.set_xticks(range(len(result.tokens)), [visible(c) for c in result.tokens], fontsize=7)
+        ax.set_xticks(range(len(result.tokens)), [visible(c) for c in result.tokens], fontsize=8)
         ax.set_yticks(range(len(result.targets)),
-                      [visible(result.tokens[t]) for t in result.targets], fontsize=7)
+                      [visible(result.tokens[t]) for t in result.targets], fontsize=8)
     return im
 
 
