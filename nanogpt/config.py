@@ -27,16 +27,18 @@ class TrainConfig:
     """Everything one training run needs: what to train, on what, how, and where to write."""
 
     preset: str = opt("", "the preset these settings started from")
-    # what: the model
+    # what: the model (n_layer: Transformer blocks for the GPT, hidden layers for the MLP)
     stage: str = opt("gpt", "model: bigram | mlp | gpt")
     block_size: int = opt(128, "context length (the MLP's fixed context)")
-    n_layer: int = opt(4, "Transformer blocks (MLP: hidden layers)")
-    n_head: int = opt(4, "attention heads (GPT)")
     n_embd: int = opt(128, "embedding width")
-    n_hidden: int = opt(200, "hidden width (MLP)")
+    n_layer: int = opt(4, "Transformer blocks (MLP: hidden layers)")
+    # ... the GPT's own
+    n_head: int = opt(4, "attention heads (GPT)")
     dropout: float = opt(0.0, "dropout probability (GPT)")
     bias: bool = opt(False, "biases in Linear and LayerNorm layers (GPT)")
     tie_weights: bool = opt(False, "share the token embedding with the output head (GPT)")
+    # ... the MLP's own
+    n_hidden: int = opt(200, "hidden width (MLP)")
     batchnorm: bool = opt(False, "BatchNorm after each hidden Linear (MLP)")
     init: str = opt("kaiming", "weight init (MLP), see nanogpt.mlp")
     # on what: the data
@@ -45,11 +47,13 @@ class TrainConfig:
     # how: optimisation
     optimizer: str = opt("adamw", "adamw (decay on 2-D+ weights only) | sgd | muon (Muon for the "
                          "matrices inside the GPT's blocks, AdamW for the rest; see nanogpt.optim)")
+    # ... the learning rate's schedule
     lr: float = opt(1e-3, "peak learning rate")
     min_lr: float = opt(1e-4, "learning rate at the end of the cosine")
     lr_schedule: str = opt("cosine", "cosine (to min_lr) | step (lr/10 at step_decay_at) | constant")
     warmup_iters: int = opt(100, "linear warmup steps")
     step_decay_at: float = opt(0.75, "fraction of max_iters where the step schedule divides lr by 10")
+    # ... AdamW's and Muon's own
     beta1: float = opt(0.9, "AdamW beta1")
     beta2: float = opt(0.99, "AdamW beta2")
     weight_decay: float = opt(0.1, "weight decay (on 2-D+ parameters only)")
@@ -58,6 +62,7 @@ class TrainConfig:
     muon_momentum: float = opt(0.95, "--optimizer muon: Muon's (Nesterov) momentum")
     muon_weight_decay: float = opt(0.0, "--optimizer muon: weight decay of Muon's matrices "
                                    "(decoupled, times Muon's lr)")
+    # ... each step, and how many
     grad_clip: float = opt(1.0, "clip the gradient norm to this (0 = off)")
     batch_size: int = opt(32, "sequences (or examples) per micro-batch")
     grad_accum: int = opt(1, "micro-batches per step, over all processes together")
