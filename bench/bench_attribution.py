@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_attribution.py            # a few minutes on 2 quiet CPU cores
     .venv/bin/python bench/bench_attribution.py --quick    # under a minute: a smoke check
     .venv/bin/python bench/bench_attribution.py --settings-on runs/gpt-cpu   # completeness vs cost
+    .venv/bin/python bench/bench_attribution.py --captum-on runs/gpt-cpu     # to a tolerance vs Captum
+    .venv/bin/python bench/bench_attribution.py --tune-on runs/gpt-cpu       # points per piece, measured
 
 A randomly initialised GPT of the gpt-cpu preset's shape (speed does not depend on training)
 generates the text from a one-character prompt; then every generated character is attributed to
@@ -11,6 +13,14 @@ target) pair a row of a batch, `--batch-size` rows a pass) and by `attribute_loo
 character at a time, its alphas in passes of the same size). Then the batched cost for shorter
 texts, and on 20 characters the textbook loop, one pass per (character, alpha). All figures come
 from this one run; CPU seconds beside wall seconds, since a shared machine blurs the latter.
+
+--captum-on: on the 200 characters `python -m nanogpt.attribute` writes, the time to bring every
+target within the default tolerance (|delta| <= max(5% |dF|, 1e-3)): the lens integrating to
+it, against Captum's IntegratedGradients called once per target on its window (as Inseq does),
+at its defaults (n_steps=50, Gauss-Legendre, with the targets that then miss) and at the fewest
+n_steps on a ladder that bring all of them within. The ladder is climbed with the lens's fixed
+rule on the targets still missing (the same numbers as Captum's, tests/test_attribution_captum.py),
+then Captum is timed at that n_steps on all targets and its own deltas are counted.
 
 What to expect: both do the same arithmetic (each pair runs its target's window forward and
 back once), so the batched path wins only what fewer, larger passes save: per-operator
@@ -50,26 +60,108 @@ def timed(fn, *args, **kw):
 
 
 MEAN_MIDDLE = {"rule": "middle", "baseline": "mean"}
-SETTINGS = [("(defaults)", {}), ("--steps 64", {"steps": 64}),
+SETTINGS = [("(defaults: to --tol 0.05)", {}), ("--steps 32", {"steps": 32}), ("--steps 64", {"steps": 64}),
             ("--steps 64 --rule middle --baseline mean", {"steps": 64, **MEAN_MIDDLE}),
             ("--steps 128 --rule middle --baseline mean", {"steps": 128, **MEAN_MIDDLE})]
 
 
 def settings_table(ckpt) -> None:
     """`python -m nanogpt.attribute`'s text (seed 1337, 200 characters) under each setting."""
-    from nanogpt.attribution import COMPLETENESS_TOLERANCE, attribute
-    from nanogpt.checkpoint import load_model
+    from nanogpt.attribution import COMPLETENESS_TOLERANCE
 
-    model, _, _ = load_model(ckpt)
-    generator = torch.Generator().manual_seed(1337)
-    prompt = torch.zeros(1, 1, dtype=torch.long)  # id 0: the newline, as the CLI starts
-    ids = generate(model, prompt, 200, generator=generator, keep=model.config.block_size)[0]
-    print(f"{ckpt}: 200 generated characters\n\n| flags | targets with \\|delta\\| > "
+    model, ids, positions = cli_text(ckpt)
+    print(f"{ckpt}: {len(positions)} generated characters\n\n| flags | targets with \\|delta\\| > "
           f"{COMPLETENESS_TOLERANCE:.0%} of \\|dF\\| | wall s | CPU s |\n|---|---|---|---|")
     for flags, options in SETTINGS:
-        wall, cpu, result = timed(attribute, model, ids, positions=range(1, len(ids)), **options)
-        off = result.incomplete()
+        wall, cpu, result = timed(attribute, model, ids, positions=positions, **options)
+        off = result.incomplete(COMPLETENESS_TOLERANCE)
         print(f"| {flags} | {off.sum()} of {len(off)} | {wall:.0f} | {cpu:.0f} |", flush=True)
+
+
+def cli_text(ckpt):
+    """The model (float32, CPU) and the ids `python -m nanogpt.attribute --ckpt CKPT` attributes."""
+    from nanogpt.attribute import build_parser, text_ids
+    from nanogpt.checkpoint import load_model
+
+    model, tokenizer, _ = load_model(ckpt, "cpu")
+    ids, first = text_ids(model, tokenizer, build_parser().parse_args(["--ckpt", str(ckpt)]))
+    return model, torch.tensor(ids), list(range(first, len(ids)))
+
+
+def captum_per_target(model, ids, positions, n_steps, budget):
+    """Captum's IntegratedGradients once per target, on its window: (wall s, CPU s, misses)."""
+    import torch.nn.functional as F
+    from captum.attr import IntegratedGradients
+
+    block, misses = model.config.block_size, 0
+
+    def run():
+        nonlocal misses
+        for i, t in enumerate(positions):
+            start = max(0, t - block)
+            with torch.no_grad():
+                x = model.wte(ids[start:t])[None]  # (1, L, C)
+                pos = model.wpe(torch.arange(t - start))
+
+            def forward(emb, pos=pos, t=t):  # (B, L, C) -> (B,) log p(ids[t])
+                return F.log_softmax(model(tok_emb=emb, pos_emb=pos)[0][:, -1], dim=-1)[:, ids[t]]
+
+            _, delta = IntegratedGradients(forward).attribute(
+                x, baselines=torch.zeros_like(x), n_steps=n_steps, method="gausslegendre",
+                internal_batch_size=min(n_steps, 128), return_convergence_delta=True)  # bounds memory
+            misses += int(abs(delta.item()) > budget[i])
+
+    wall, cpu, _ = timed(run)
+    return wall, cpu, misses
+
+
+def captum_table(ckpt) -> None:
+    """The lens to a tolerance, the fixed 32-point rule, and Captum per target, on the CLI's text."""
+    model, ids, positions = cli_text(ckpt)
+    attribute(model, ids[:10], steps=2)  # warm up
+    print(f"{ckpt}: {len(positions)} generated characters; tolerance |delta| <= max(5% |dF|, 1e-3)\n")
+    w_ad, c_ad, adaptive = timed(attribute, model, ids, positions=positions)
+    budget = adaptive.tolerances()
+    rows = [("lens, to the tolerance (defaults)", int(adaptive.steps_used.sum()), w_ad, c_ad,
+             int(adaptive.incomplete().sum()), f"{int(adaptive.capped.sum())} capped")]
+    w_32, c_32, fixed = timed(attribute, model, ids, positions=positions, steps=32)
+    rows.append(("lens, fixed 32-point Gauss-Legendre", 32 * len(positions), w_32, c_32,
+                 int((np.abs(fixed.delta) > budget).sum()), ""))
+    w50, c50, miss50 = captum_per_target(model, ids, positions, 50, budget)
+    rows.append(("Captum IG per target, n_steps=50 (its default)", 50 * len(positions), w50, c50, miss50, ""))
+    # The fewest n_steps on the ladder that bring every target within, climbed on those missing.
+    missing = [t for t, d, b in zip(positions, fixed.delta, budget, strict=True) if abs(d) > b]
+    where = {t: i for i, t in enumerate(positions)}
+    n = 32
+    for n in (64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048):
+        if not missing:
+            break
+        r = attribute(model, ids, positions=missing, steps=n)
+        missing = [t for t, d in zip(missing, r.delta, strict=True) if abs(d) > budget[where[t]]]
+    wn, cn, missn = captum_per_target(model, ids, positions, n, budget)
+    rows.append((f"Captum IG per target, n_steps={n} (the fewest that reach it)", n * len(positions),
+                 wn, cn, missn, ""))
+    print("| integration | points on the paths | wall s | CPU s | targets missing the tolerance | "
+          "wall / lens's |\n|---|---|---|---|---|---|")
+    for name, points, wall, cpu, miss, note in rows:
+        print(f"| {name} | {points} | {wall:.1f} | {cpu:.1f} | {miss}{f' ({note})' if note else ''} | "
+              f"{wall / w_ad:.2f}x |")
+    print(f"\nCaptum at equal completeness (n_steps={n}) / the lens to the tolerance: {wn / w_ad:.1f}x wall, "
+          f"{cn / c_ad:.1f}x CPU; points per target (lens): median {np.median(adaptive.steps_used):g}, "
+          f"max {adaptive.steps_used.max()}")
+
+
+def tune_table(ckpt) -> None:
+    """First pieces, points per piece, tolerance: the lens's cost to a tolerance on the CLI's text."""
+    model, ids, positions = cli_text(ckpt)
+    attribute(model, ids[:10], steps=2)  # warm up
+    print(f"{ckpt}: {len(positions)} generated characters\n\n| tol | first pieces | points per piece | "
+          "total points | median, max per target | capped | wall s | CPU s |\n" + "|---" * 8 + "|")
+    for tol, pieces, steps in ((0.05, 1, 4), (0.05, 1, 8), (0.05, 4, 3), (0.05, 4, 4), (0.05, 4, 8),
+                               (0.01, 4, 4)):
+        wall, cpu, r = timed(attribute, model, ids, positions=positions, tol=tol, steps=steps, pieces=pieces)
+        print(f"| {tol} | {pieces} | {steps} | {r.steps_used.sum()} | {np.median(r.steps_used):g}, "
+              f"{r.steps_used.max()} | {r.capped.sum()} | {wall:.1f} | {cpu:.1f} |", flush=True)
 
 
 def main(argv=None) -> None:
@@ -83,12 +175,19 @@ def main(argv=None) -> None:
     ap.add_argument("--settings-on", metavar="CKPT", default=None,
                     help="instead: on this trained checkpoint, how many of 200 generated characters "
                          "miss completeness by more than 5%% under each setting, and what each costs")
+    ap.add_argument("--captum-on", metavar="CKPT", default=None,
+                    help="instead: on this checkpoint's CLI text, the time to bring every target within "
+                         "the default tolerance, the lens against Captum per target")
+    ap.add_argument("--tune-on", metavar="CKPT", default=None,
+                    help="instead: the lens's cost to a tolerance for several points per piece")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.settings_on:
-        settings_table(args.settings_on)
-        return
+    for flag, table in ((args.settings_on, settings_table), (args.captum_on, captum_table),
+                        (args.tune_on, tune_table)):
+        if flag:
+            table(flag)
+            return
     steps = 4 if args.quick else args.steps
     lengths = (8, 16, 32) if args.quick else (50, 100, 200)
     textbook_length = 8 if args.quick else 20

@@ -3,12 +3,19 @@
     python -m nanogpt.attribute                              # runs/gpt-cpu/best.pt, 200 characters
     python -m nanogpt.attribute --prompt "ROMEO:" --max-new-tokens 80 --position 40
     python -m nanogpt.attribute --text "To be, or not to be" --method saliency --html tobe.html
-    make attribute ARGS="--steps 64 --rule middle"
+    python -m nanogpt.attribute --tol 0.01                   # every target within 1% of its dF
+    make attribute ARGS="--steps 64 --rule middle"           # the fixed 64-point rule instead
+    python -m nanogpt.attribute --faithfulness               # AOPC of four methods, sanity check
 
 Prints the context of one generated character coloured by its scores (integrated gradients by
 default), and one line per character with its strongest contributors; writes the interactive HTML
-view beside the checkpoint (or into --out-dir). A warning follows when the scores miss F(x) - F(b)
-by more than 5%: the quadrature needs more steps.
+view beside the checkpoint (or into --out-dir).
+
+Integration: by default each character's integral is refined until its scores add up to
+F(x) - F(b) within --tol of it (or --abs-tol), only where the path needs it. `--steps N` alone
+switches that off for the fixed N-point rule; with --tol given too, N is the points per piece.
+A warning names the characters that stopped at --max-steps before the tolerance (or, with the
+fixed rule, those that miss it by more than 5%).
 """
 
 from __future__ import annotations
@@ -21,14 +28,23 @@ import torch
 
 from nanogpt import cli
 from nanogpt.attribution import (
+    ABS_TOLERANCE,
     AGGREGATES,
+    COMPLETENESS_TOLERANCE,
+    FIXED_STEPS,
+    MAX_STEPS,
     METHODS,
     RULES,
+    SEGMENT_STEPS,
     TARGETS,
     attribute_ids,
+    baseline_option,
     check_save_path,
+    integration,
     quadrature,
 )
+from nanogpt.attribution_faithfulness import CURVE_STEPS, RANDOM_ORDERS, faithfulness
+from nanogpt.attribution_views import summary
 from nanogpt.checkpoint import load_model, resolve
 from nanogpt.errors import UserError
 from nanogpt.runtime import pick_device
@@ -50,8 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to explain: log p(c_t | c_<t), p, or the logit of c_t")
     p.add_argument("--baseline", default="zero",
                    help="where the path starts: zero, mean (of the embedding table) or one character")
-    p.add_argument("--steps", type=int, default=32,
-                   help="quadrature points along the path (for trapezoid: intervals, so steps + 1 points)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"alone: the fixed rule, this many points for every character (for trapezoid: "
+                        f"intervals); with --tol: points per piece of the path [default: {SEGMENT_STEPS} "
+                        f"per piece, to --tol; {FIXED_STEPS} is the usual fixed rule]")
+    p.add_argument("--tol", type=float, default=None,
+                   help=f"integrate each character until |delta| <= max(TOL |dF|, --abs-tol) [default: "
+                        f"{COMPLETENESS_TOLERANCE}; on unless --steps is given alone]")
+    p.add_argument("--abs-tol", type=float, default=ABS_TOLERANCE,
+                   help="the tolerance's floor, for characters whose dF is near zero")
+    p.add_argument("--max-steps", type=int, default=MAX_STEPS,
+                   help="the cap: points one character may use before it is named as missing --tol")
     p.add_argument("--rule", default="gauss-legendre", choices=RULES, help="quadrature rule")
     p.add_argument("--aggregate", default="sum", choices=AGGREGATES,
                    help="over embedding dimensions: signed sum (completeness holds) or L2 norm")
@@ -67,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default=None, help="folder for the HTML view")
     p.add_argument("--save", default=None, help="also save the result (.npz or .json)")
     p.add_argument("--top", type=int, default=3, help="contributors listed per character")
+    p.add_argument("--faithfulness", action="store_true",
+                   help="also measure all four methods: deletion and insertion AOPC against random "
+                        "orders, and the model-randomization sanity check (slow: minutes)")
+    p.add_argument("--curve-steps", type=int, default=CURVE_STEPS,
+                   help="--faithfulness: characters removed (or put back) one at a time")
+    p.add_argument("--random-orders", type=int, default=RANDOM_ORDERS,
+                   help="--faithfulness: random orders averaged for the yardstick")
     p.add_argument("--no-color", action="store_true", help="numbers instead of 24-bit colour")
     cli.add_device(p)
     return p
@@ -91,8 +123,13 @@ def text_ids(model, tokenizer, args) -> tuple[list[int], int]:
 
 
 def run(args):
-    """Load, generate (or take --text), attribute; return the result and the HTML path."""
-    quadrature(args.rule, args.steps)  # a bad --steps or --save fails before the model loads
+    """Load, generate (or take --text), attribute; return the result, the HTML path and, with
+    --faithfulness, the faithfulness report (else None)."""
+    # a bad --steps, --tol or --save fails before the model loads
+    steps = integration(args.method, args.steps, args.tol, args.abs_tol, args.max_steps)[1]
+    quadrature(args.rule, 1 if steps is None else steps)
+    if args.faithfulness and (args.curve_steps < 1 or args.random_orders < 1):
+        raise UserError("--curve-steps and --random-orders must be at least 1")
     if args.save:
         check_save_path(args.save)
     model, tokenizer, ckpt = load_model(args.ckpt, pick_device(args.device))
@@ -101,9 +138,7 @@ def run(args):
     ids, first = text_ids(model, tokenizer, args)
     positions = range(first, len(ids)) if args.position is None else [args.position]
     result = attribute_ids(model, tokenizer, ids, positions=positions, method=args.method,
-                           target=args.target, baseline=args.baseline, steps=args.steps, rule=args.rule,
-                           aggregate=args.aggregate, interpolate_positions=args.interpolate_positions,
-                           batch_size=args.batch_size)
+                           baseline=args.baseline, **options(args))
     if args.html:
         html = Path(args.html)
     else:
@@ -112,7 +147,20 @@ def run(args):
     result.save_html(html)
     if args.save:
         result.save(args.save)
-    return result, html
+    if args.faithfulness:
+        report = faithfulness(model, ids, positions=positions, tokens=result.tokens,
+                              given={args.method: result}, most=args.curve_steps,
+                              n_random=args.random_orders, seed=args.seed,
+                              baseline=baseline_option(tokenizer, args.baseline), **options(args))
+        return result, html, report
+    return result, html, None
+
+
+def options(args) -> dict:
+    """The attribution options the flags give (besides method and baseline)."""
+    return dict(target=args.target, steps=args.steps, tol=args.tol, abs_tol=args.abs_tol,
+                max_steps=args.max_steps, rule=args.rule, aggregate=args.aggregate,
+                interpolate_positions=args.interpolate_positions, batch_size=args.batch_size)
 
 
 def main(argv=None) -> int:
@@ -122,11 +170,15 @@ def main(argv=None) -> int:
 
 def attribute_and_print(args) -> None:
     """Attribute, print the text and each character's top contributors, write the page."""
-    result, html = run(args)
+    result, html, report = run(args)
     print(f"---------- {len(result.tokens)} characters ----------\n{result.text}\n----------")
     print(result.to_terminal(args.position, color=False if args.no_color else None, top=args.top))
+    print(summary(result))
     if warning := result.completeness_warning():
         print(f"warning: {warning}", file=sys.stderr)
+    if report is not None:
+        print(f"\nfaithfulness over {len(result.targets)} characters (F = {args.target}; "
+              f"{args.random_orders} random orders, seed {args.seed}):\n{report.table()}")
     print(f"wrote {html}" + (f" and {args.save}" if args.save else ""))
 
 

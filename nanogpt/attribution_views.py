@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 
+from nanogpt.attribution_result import COMPLETENESS_TOLERANCE
+
 RED, BLUE = (178, 24, 43), (33, 102, 172)  # the two ends of matplotlib's RdBu colormap
 VISIBLE = {" ": "·", "\n": "↵", "\t": "→"}  # whitespace drawn so that its colour can be seen
 TARGET_NAMES = {"logprob": "log p", "prob": "p", "logit": "logit"}
@@ -37,12 +39,24 @@ def _default_target(result, t):
     return int(result.targets[-1]) if t is None else t
 
 
+def flagged(result) -> tuple[np.ndarray, str]:
+    """(T,) the targets the page marks, and why: stopped at the cap, or (fixed rule) missed completeness."""
+    if result.capped is not None:
+        return np.asarray(result.capped, dtype=bool), "stopped at the cap before the tolerance"
+    if result.settings.get("method", "ig") == "ig" and result.settings.get("aggregate", "sum") == "sum":
+        return result.incomplete(), "misses completeness"
+    return np.zeros(len(result.targets), dtype=bool), ""
+
+
 def caption(result, t: int) -> str:
-    """One line on target t: its character, F(x), F(baseline), dF and the completeness delta."""
+    """One line on target t: its character, F(x), F(baseline), dF, the completeness delta, the points."""
     i = int(np.flatnonzero(result.targets == t)[0])
     name = TARGET_NAMES.get(result.settings.get("target"), "F")
+    flags, why = flagged(result)
+    points = "" if result.steps_used is None else f", {result.steps_used[i]} points"
     return (f"target {t} {result.tokens[t]!r}: {name} = {result.f_input[i]:+.4f}, baseline "
-            f"{result.f_baseline[i]:+.4f}, dF = {result.dF[i]:+.4f}, delta = {result.delta[i]:+.2e}")
+            f"{result.f_baseline[i]:+.4f}, dF = {result.dF[i]:+.4f}, delta = {result.delta[i]:+.2e}"
+            f"{points}{f' ({why})' if flags[i] else ''}")
 
 
 def top_contributors(result, t: int, top: int = 3) -> list[tuple[int, float]]:
@@ -79,24 +93,42 @@ def terminal_view(result, t: int | None = None, color: bool | None = None, top: 
         cells = [f"{result.tokens[s]!r:>6} {row[s]:+.3f}" for s in range(start, t)]
         lines += ["  ".join(cells[k:k + 8]) for k in range(0, len(cells), 8)]
         lines.append(f"{'->':>6} {result.tokens[t]!r}")
-    lines.append(f"per target: F, dF, delta, and the {top} strongest contributions (position:char)")
+    flags, why = flagged(result)
+    points = "" if result.steps_used is None else ", points on the path"
+    lines.append(f"per target: F, dF, delta{points}, and the {top} strongest contributions (position:char)"
+                 + (f"; ! = {why}" if flags.any() else ""))
     for i, tt in enumerate(result.targets.tolist()):
         best = "  ".join(f"{s}:{result.tokens[s]!r} {v:+.3f}" for s, v in top_contributors(result, tt, top))
+        n = "" if result.steps_used is None else f" n={result.steps_used[i]}"
         lines.append(f"{tt:5d} {result.tokens[tt]!r:>6} F={result.f_input[i]:+.3f} "
-                     f"dF={result.dF[i]:+.3f} delta={result.delta[i]:+.1e} | {best}")
+                     f"dF={result.dF[i]:+.3f} delta={result.delta[i]:+.1e}{n}{' !' if flags[i] else ''}"
+                     f" | {best}")
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- HTML
 
+TOP = 5  # contributors listed beside the page's text
+METHOD_NAMES = {"ig": "Integrated gradients", "saliency": "Saliency", "grad-input": "Gradient x input",
+                "occlusion": "Occlusion"}
+
 _CSS = """
-#{id} {{font-family: monospace; line-height: 1.6; max-width: 100ch}}
+#{id} {{font-family: monospace; line-height: 1.7; max-width: 110ch}}
+#{id} .title {{font: bold 130% sans-serif; margin: 4px 0}}
+#{id} .sub, #{id} .cap {{margin: 4px 0; font-size: 90%}}
+#{id} .txt {{font-size: 115%; margin: 6px 0}}
 #{id} .txt span {{padding: 1px 0; border-radius: 2px; white-space: pre}}
 #{id} .txt .ws {{color: #999}}
 #{id} .txt .tg {{cursor: pointer; border-bottom: 1px dotted #666}}
+#{id} .txt .flag {{border-bottom: 2px solid #d35400}}
+#{id} .txt .flag::after {{content: "\\26A0"; color: #d35400; font-size: 60%; vertical-align: super}}
 #{id} .txt .cur {{outline: 2px solid #222}}
 #{id} .txt .after {{opacity: 0.35}}
-#{id} .cap {{margin: 4px 0; font-size: 90%}}
+#{id} .scale {{display: flex; align-items: center; gap: 6px; font-size: 85%; margin: 6px 0;
+  white-space: nowrap}}
+#{id} .bar {{display: inline-block; width: 16em; height: 0.9em; border: 1px solid #999;
+  background: linear-gradient(to right, rgb({blue}), #fff, rgb({red}))}}
+#{id} .top {{margin: 2px 0 6px; padding-left: 2.5em; font-size: 90%}}
 """
 
 # Hover a target to see its context's scores; click to pin it (hovering elsewhere comes back).
@@ -104,6 +136,8 @@ _JS = """
 (function () {
   var root = document.getElementById("{id}"), D = {data};
   var spans = root.querySelectorAll(".txt span"), cap = root.querySelector(".cap");
+  var items = root.querySelectorAll(".top li"), head = root.querySelector(".tophead");
+  var lo = root.querySelector(".lo"), hi = root.querySelector(".hi");
   var pinned = D.first;
   function signed(x, d) { return (x >= 0 ? "+" : "") + x.toFixed(d); }
   function colour(s, m) {
@@ -120,9 +154,20 @@ _JS = """
       sp.classList.toggle("cur", s === t);
       sp.classList.toggle("after", s > t);
     });
-    cap.textContent = "target " + t + " " + JSON.stringify(spans[t].dataset.ch) + ": " +
+    var ch = JSON.stringify(spans[t].dataset.ch);
+    cap.textContent = "target " + t + " " + ch + ": " +
       D.name + " = " + signed(D.f[r], 4) + ", baseline " + signed(D.fb[r], 4) +
-      ", dF = " + signed(D.f[r] - D.fb[r], 4) + ", delta = " + D.delta[r].toExponential(2);
+      ", dF = " + signed(D.f[r] - D.fb[r], 4) + ", delta = " + D.delta[r].toExponential(2) +
+      (D.steps ? ", " + D.steps[r] + " points" : "") + (D.flag[r] ? " (" + D.flagged + ")" : "");
+    lo.textContent = signed(-m, 3); hi.textContent = signed(m, 3);
+    head.textContent = "strongest contributions to target " + t + " " + ch + " (|score|):";
+    var order = row.map(function (v, k) { return k; });
+    order.sort(function (i, j) { return Math.abs(row[j]) - Math.abs(row[i]) || i - j; });
+    items.forEach(function (li, k) {
+      var s = start + order[k];
+      li.textContent = k < order.length ?
+        "position " + s + " " + JSON.stringify(spans[s].dataset.ch) + " " + signed(row[order[k]], 3) : "";
+    });
   }
   root.addEventListener("mouseover", function (e) {
     if (e.target.dataset.r !== undefined) show(+e.target.dataset.r);
@@ -141,6 +186,22 @@ def _script_json(obj) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def summary(result) -> str:
+    """One line on how the scores were integrated and how many targets are marked."""
+    s, flags = result.settings, flagged(result)[0]
+    n, how = len(result.targets), s.get("integration", "fixed" if s.get("method") == "ig" else "none")
+    if how == "adaptive":
+        used = result.steps_used
+        return (f"{n} targets integrated to |delta| <= max({s['tol']:g} |dF|, {s['abs_tol']:g}) with "
+                f"{s['steps']}-point {s['rule']} pieces: {n - flags.sum()} within, {flags.sum()} stopped at "
+                f"the cap of {s['max_steps']} points (marked \u26a0); points per target: median "
+                f"{np.median(used):g}, max {used.max()}, total {used.sum()}")
+    if how == "fixed" and s.get("method", "ig") == "ig":
+        return (f"{n} targets, fixed {s.get('steps')}-point {s.get('rule')} rule: {flags.sum()} miss "
+                f"completeness by more than {COMPLETENESS_TOLERANCE:.0%} of |dF| (marked \u26a0)")
+    return f"{n} targets"
+
+
 def html_view(result, t: int | None = None) -> str:
     """A self-contained page fragment (inline CSS and JS, no network) with the heat map of target t."""
     t = _default_target(result, t)
@@ -149,18 +210,22 @@ def html_view(result, t: int | None = None) -> str:
     uid = f"nga-{digest}-{next(_ids)}"
     row_of = {tt: r for r, tt in enumerate(result.targets.tolist())}
     starts = [result.window(tt)[0] for tt in result.targets.tolist()]
-    data = dict(targets=result.targets.tolist(), starts=starts, first=row_of[t],
-                name=TARGET_NAMES.get(result.settings.get("target"), "F"), red=RED, blue=BLUE,
-                rows=[[float(f"{v:.4g}") for v in result.scores[r, s:tt]]
-                      for r, (s, tt) in enumerate(zip(starts, result.targets.tolist(), strict=True))],
-                f=result.f_input.tolist(), fb=result.f_baseline.tolist(), delta=result.delta.tolist())
+    flags, why = flagged(result)
+    name = TARGET_NAMES.get(result.settings.get("target"), "F")
+    rows = [[float(f"{v:.4g}") for v in result.scores[r, s:tt]]
+            for r, (s, tt) in enumerate(zip(starts, result.targets.tolist(), strict=True))]
+    data = dict(targets=result.targets.tolist(), starts=starts, first=row_of[t], name=name, red=RED,
+                blue=BLUE, rows=rows,
+                f=result.f_input.tolist(), fb=result.f_baseline.tolist(), delta=result.delta.tolist(),
+                steps=None if result.steps_used is None else result.steps_used.tolist(),
+                flag=flags.astype(int).tolist(), flagged=why)
     scale = float(np.abs(row).max())
     spans = []
     for s, token in enumerate(result.tokens):
         classes = ["ws"] if token.isspace() else []
         attrs = f' data-ch="{html.escape(token, quote=True)}"'
         if s in row_of:
-            classes.append("tg")
+            classes += ["tg"] + (["flag"] if flags[row_of[s]] else [])
             attrs += f' data-r="{row_of[s]}"'
         style = ""
         if start <= s < t:  # the page reads right before its script runs, or without scripts
@@ -170,17 +235,32 @@ def html_view(result, t: int | None = None) -> str:
                      f"{html.escape(visible(token), quote=True)}</span>")
         if token == "\n":
             spans.append("<br>")
+    top = "".join(f"<li>position {s} {html.escape(repr(result.tokens[s]))} {v:+.3f}</li>"
+                  for s, v in top_contributors(result, t, TOP))
+    top += "<li></li>" * (TOP - len(top_contributors(result, t, TOP)))
+    method = METHOD_NAMES.get(result.settings.get("method"), "Attribution")
     settings = ", ".join(f"{k}={v!r}" for k, v in result.settings.items())
-    return (f'<div id="{uid}"><style>{_CSS.format(id=uid)}</style>'
-            f'<div class="cap">{html.escape(caption(result, t))}</div>'
+    esc = html.escape
+    css = _CSS.format(id=uid, red="{},{},{}".format(*RED), blue="{},{},{}".format(*BLUE))
+    return (f'<div id="{uid}"><style>{css}</style><div class="title">{esc(method)} of {esc(name)}: '
+            "which characters made the model write each one</div>"
+            f'<div class="sub">{esc(summary(result))}</div>'
+            f'<div class="cap">{esc(caption(result, t))}</div>'
+            f'<div class="scale">colour scale <i class="lo">{-scale:+.3f}</i><b class="bar"></b>'
+            f'<i class="hi">{scale:+.3f}</i> blue lowers F, red raises it; full colour = the '
+            f"strongest score of the selected target</div>"
             f'<div class="txt">{"".join(spans)}</div>'
-            f'<div class="cap">{html.escape(settings)}; hover or click an underlined character</div>'
+            f'<div class="cap tophead">strongest contributions to target {t} '
+            f"{esc(repr(result.tokens[t]))} (|score|):</div>"
+            f'<ol class="top">{top}</ol>'
+            f'<div class="sub">{esc(settings)}; hover or click an underlined character</div>'
             f'<script>{_JS.replace("{id}", uid).replace("{data}", _script_json(data))}</script></div>')
 
 
 def html_page(result, t: int | None = None) -> str:
     """The HTML view as a whole page, to open from a file (UTF-8 declared for '·' and '↵')."""
-    return ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>attribution</title></head>'
+    title = f"{METHOD_NAMES.get(result.settings.get('method'), 'Attribution')}: {len(result.targets)} targets"
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
             f"<body>{html_view(result, t)}</body></html>\n")
 
 

@@ -28,6 +28,35 @@ def test_generates_attributes_prints_and_writes_the_html_and_the_result(ckpt, tm
     result = Attribution.load(tmp_path / "r.json")
     assert result.targets.tolist() == list(range(6, 18))  # the generated characters only
     assert result.text.startswith("ROMEO:") and len(result.tokens) == 18
+    assert result.settings["integration"] == "fixed" and "fixed 4-point" in out
+
+
+def test_by_default_each_character_is_integrated_to_the_tolerance(ckpt, tmp_path, capsys):
+    code, out, err = run(capsys, "--ckpt", ckpt, "--max-new-tokens", 10, "--html", tmp_path / "a.html",
+                         "--save", tmp_path / "r.npz", "--no-color")
+    assert code == 0 and "warning" not in err, err
+    result = Attribution.load(tmp_path / "r.npz")
+    assert result.settings["integration"] == "adaptive" and result.settings["tol"] == 0.05
+    assert not result.capped.any() and not result.incomplete().any()
+    assert "10 targets integrated to |delta| <= max(0.05 |dF|, 0.001)" in out and " n=" in out
+
+
+def test_the_warning_names_the_characters_that_stopped_at_the_cap(ckpt, tmp_path, capsys):
+    code, out, err = run(capsys, "--ckpt", ckpt, "--max-new-tokens", 10, "--html", tmp_path / "a.html",
+                         "--tol", 1e-9, "--abs-tol", 0, "--steps", 2, "--max-steps", 8, "--no-color")
+    assert code == 0 and err.startswith("warning: completeness: ") and err.count("\n") == 1
+    assert "stopped at the cap of 8 steps" in err and "raise --max-steps" in err
+    assert "stopped at the cap before the tolerance" in out  # and the list marks them
+
+
+def test_faithfulness_prints_aopc_for_four_methods_and_the_sanity_check(ckpt, tmp_path, capsys):
+    code, out, err = run(capsys, "--ckpt", ckpt, "--max-new-tokens", 5, "--html", tmp_path / "a.html",
+                         "--steps", 4, "--faithfulness", "--curve-steps", 2, "--random-orders", 1)
+    assert code == 0, err
+    table = out.split("faithfulness over 5 characters")[1]
+    for method in ("ig", "saliency", "grad-input", "occlusion", "random"):
+        assert f"| {method} |" in table
+    assert "Spearman vs randomized model" in table
 
 
 def test_the_same_seed_gives_the_same_text_and_scores(ckpt, tmp_path, capsys):
@@ -50,6 +79,9 @@ def test_text_and_position_attribute_one_given_character(ckpt, tmp_path, capsys)
     (["--text", "héllo"], "not in the vocabulary"),
     (["--text", ""], "--text is empty"),
     (["--steps", 0], "steps must be at least 1"),
+    (["--tol", -1], "tolerances must be at least 0"),
+    (["--max-steps", 8], "max steps (8) must be at least the first pieces' points (4 x 4)"),
+    (["--faithfulness", "--curve-steps", 0], "--curve-steps"),
     (["--text", "ab", "--position", 5], "target positions must lie in 1..1"),
     (["--baseline", "xy"], "baseline must be"),
     (["--method", "lime"], "invalid choice"),
@@ -69,4 +101,6 @@ def test_a_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
 def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
-    assert e.value.code == 0 and "(default: gauss-legendre)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "(default: gauss-legendre)" in out and "(default: 1024)" in out
+    assert "on unless --steps is given alone" in " ".join(out.split())

@@ -1,10 +1,5 @@
-"""The attribution lens: integrated gradients, saliency and gradient * input, and their views."""
+"""The attribution lens: integrated gradients (fixed rule), saliency, gradient * input, occlusion."""
 
-import html
-import io
-import re
-import shutil
-import subprocess
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,14 +9,11 @@ import torch.nn as nn
 
 from nanogpt.attribution import (
     RULES,
-    Attribution,
     attribute,
     attribute_loop,
     attribute_text,
-    compare_methods,
     quadrature,
 )
-from nanogpt.attribution_views import plot_methods, visible
 from nanogpt.errors import UserError
 from nanogpt.gpt import GPT, GPTConfig
 from nanogpt.tokenizer import CharTokenizer
@@ -55,7 +47,6 @@ def tiny_gpt(dtype=torch.float64, block_size=8):
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=12, block_size=block_size, n_layer=2, n_head=2, n_embd=16)
     return GPT(cfg).to(dtype).eval()
-
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +97,10 @@ def test_quadrature_weights_sum_to_one_and_integrate_a_line():
     dict(target="prob", baseline=" "),
     dict(interpolate_positions=True, baseline="mean"),  # not from zero: see the module's notes
 ])
-def test_completeness_holds_on_a_trained_gpt_with_gauss_legendre(trained, options):
+def test_completeness_holds_on_a_trained_gpt_with_the_fixed_gauss_legendre_rule(trained, options):
     model, tok = trained
-    r = attribute_text(model, tok, TEXT, **options)
+    r = attribute_text(model, tok, TEXT, steps=32, **options)
+    assert r.settings["integration"] == "fixed" and r.capped is None and np.all(r.steps_used == 32)
     assert np.all(np.abs(r.delta) <= 1e-3 * np.abs(r.dF)), (r.delta, r.dF)
 
 
@@ -121,7 +113,7 @@ def test_delta_shrinks_as_steps_grow(trained, rule):
 
 
 @pytest.mark.parametrize("options", [
-    dict(),
+    dict(steps=8),
     dict(method="saliency"),
     dict(method="grad-input", aggregate="norm"),
     dict(rule="trapezoid", steps=5, baseline="mean", target="prob"),
@@ -210,6 +202,11 @@ def test_training_flag_and_parameter_grads_are_left_untouched():
     (lambda m: attribute(m, [4]), "at least two characters"),
     (lambda m: attribute(m, [1, 2], baseline="space"), "baseline must be"),
     (lambda m: attribute(m, [1, 2], batch_size=0), "batch size"),
+    (lambda m: attribute(m, [1, 2], tol=-0.1), "tolerances must be at least 0"),
+    (lambda m: attribute(m, [1, 2], tol=0, abs_tol=0), "not both 0"),
+    (lambda m: attribute(m, [1, 2], steps=16, tol=0.1, max_steps=8), "max steps"),
+    (lambda m: attribute(m, [1, 2], pieces=0), "pieces must be at least 1"),
+    (lambda m: attribute_loop(m, [1, 2], tol=0.1), "fixed rule"),
     (lambda m: attribute_text(m, CharTokenizer("abc"), ""), "empty"),
     (lambda m: attribute_text(m, CharTokenizer("abc"), "abz"), "not in the vocabulary"),
     (lambda m: attribute(nn.Linear(2, 2), [1, 2]), "needs a GPT"),
@@ -228,116 +225,31 @@ def test_a_character_baseline_is_that_characters_embedding():
     assert r.settings["baseline"] == "f" and np.array_equal(r.scores, again.scores)
 
 
-# ----------------------------------------------------------------------------- views and files
+# ----------------------------------------------------------------------------- occlusion
 
 
-def small_result():
-    text = 'a<script>&"\' b\nc'
-    tok = CharTokenizer.from_text(text)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))
-    return attribute_text(model.double(), tok, text, steps=4)
+def test_occlusion_is_the_change_of_F_when_one_character_becomes_the_baseline():
+    model, ids = tiny_gpt(), torch.randint(12, (14,), generator=torch.Generator().manual_seed(2))
+    r = attribute(model, ids, method="occlusion", baseline="mean", positions=[3, 8, 13])  # 13: cut window
+    base = model.wte.weight.mean(0).detach()
+
+    def F(emb, t):
+        logits, _ = model(tok_emb=emb[None])
+        return torch.log_softmax(logits[0, -1], -1)[ids[t]].item()
+
+    for i, t in enumerate([3, 8, 13]):
+        start = max(0, t - 8)
+        x = model.wte(ids[start:t]).detach()
+        assert abs(r.f_input[i] - F(x, t)) < 1e-12
+        for s in range(start, t):
+            left_out = x.clone()
+            left_out[s - start] = base
+            assert abs(r.scores[i, s] - (F(x, t) - F(left_out, t))) < 1e-12
+        assert np.all(r.scores[i, :start] == 0) and np.all(r.scores[i, t:] == 0)
 
 
-def test_html_renders_markup_characters_as_text():
-    r = small_result()
-    page = r.to_html()
-    assert page.count("<script") == 1  # ours, not the text's
-    shown = re.findall(r"<span [^>]*>(.*?)</span>", page)  # one span per character
-    assert "".join(html.unescape(s) for s in shown) == visible(r.text)
-    assert "&lt;" in page and "&amp;" in page and "&quot;" in page and "&#x27;" in page
-    assert "·" in page and "↵" in page  # the space and the newline can be seen
-    assert "http" not in page and " src=" not in page  # nothing is fetched
-    assert r._repr_html_().startswith("<div id=")
-
-
-def test_terminal_view_prints_numbers_without_colour_and_ansi_with_it():
-    r = small_result()
-    plain, coloured = r.to_terminal(color=False), r.to_terminal(color=True)
-    assert "\x1b[" not in plain and "delta" in plain
-    assert "\x1b[48;2;" in coloured
-    assert len(plain.splitlines()) > len(r.targets)  # a summary line per target
-
-
-@pytest.mark.parametrize("suffix", [".npz", ".json"])
-def test_save_and_load_round_trip(tmp_path, suffix):
-    r = small_result()
-    r.save(tmp_path / f"r{suffix}")
-    back = Attribution.load(tmp_path / f"r{suffix}")
-    assert back.tokens == r.tokens and back.settings == r.settings
-    for field in ("targets", "scores", "f_input", "f_baseline"):
-        assert np.array_equal(getattr(back, field), getattr(r, field))
-
-
-def test_figures_draw_the_matrix_and_the_methods_on_one_scale():
-    model = tiny_gpt()
-    results = compare_methods(model, torch.arange(9), steps=4)
-    assert list(results) == ["saliency", "grad-input", "ig"]
-    fig = plot_methods(results)
-    limits = {im.get_clim() for ax in fig.axes for im in ax.get_images()}
-    assert len(limits) == 1  # one colour scale for all three
-    fig.savefig(io.BytesIO(), format="png")
-    results["ig"].plot().savefig(io.BytesIO(), format="png")
-
-
-def test_completeness_warning_names_the_worst_target_and_the_remedy():
-    scores = np.array([[0.5, 0.5, 0.0], [0.2, 0.2, 0.0]])  # sums 1.0 and 0.4
-    good = Attribution(list("abc"), np.array([1, 2]), scores, np.array([1.0, 0.4]), np.zeros(2),
-                       {"method": "ig", "steps": 32})
-    assert good.completeness_warning() == ""
-    bad = Attribution(list("abc"), np.array([1, 2]), scores, np.array([1.0, 0.8]), np.zeros(2),
-                      {"method": "ig", "steps": 32})
-    warning = bad.completeness_warning()
-    assert "1 of 2 targets" in warning and "position 2" in warning and "steps" in warning
-    bad.settings["method"] = "saliency"  # no completeness to expect
-    assert bad.completeness_warning() == ""
-
-
-def test_the_worst_target_named_is_one_that_fails():
-    # target 1: dF tiny, gap under the 1e-3 floor (passes, though its ratio is 10); target 2 fails
-    scores = np.array([[1e-5, 0.0, 0.0], [0.6, 0.6, 0.0]])
-    result = Attribution(list("abc"), np.array([1, 2]), scores, np.array([1e-6, 1.0]), np.zeros(2),
-                         {"method": "ig", "steps": 32})
-    assert "1 of 2 targets" in result.completeness_warning()
-    assert "position 2" in result.completeness_warning()
-
-
-def test_a_broken_result_file_is_a_one_line_error(tmp_path):
-    path = tmp_path / "broken.json"
-    path.write_text('{"tokens": ["a"]}')
-    with pytest.raises(UserError, match="not an attribution result"):
-        Attribution.load(path)
-
-
-NODE_STUB = """
-var listeners = {}, cap = {textContent: ""};
-function span(i) {
-  return {style: {}, title: "", dataset: {ch: "x", r: i > 0 ? String(i - 1) : undefined},
-          classList: {toggle: function () {}}};
-}
-var spans = [span(0), span(1), span(2), span(3)];
-var root = {querySelectorAll: function () { return spans; }, querySelector: function () { return cap; },
-            addEventListener: function (kind, f) { listeners[kind] = f; }};
-var document = {getElementById: function () { return root; }};
-"""
-
-
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
-def test_html_script_colours_the_hovered_targets_context_and_keeps_the_clicked_one(tmp_path):
-    scores = np.array([[0.5, 0, 0, 0], [0.2, -0.3, 0, 0], [0.1, 0.1, 0.2, 0]])
-    result = Attribution(list("ab<c"), np.array([1, 2, 3]), scores, np.array([1.0, 0.0, 1.0]),
-                         np.zeros(3), {"method": "ig", "target": "logprob", "block_size": 8})
-    script = re.search(r"<script>(.*)</script>", result.to_html(), re.S).group(1)
-    driver = """
-    listeners.mouseover({target: spans[2]});
-    console.log(cap.textContent + "|" + spans[0].style.background + "|" + spans[1].style.background);
-    listeners.click({target: spans[3]}); listeners.mouseover({target: spans[1]}); listeners.mouseleave();
-    console.log(cap.textContent);
-    """
-    (tmp_path / "page.js").write_text(NODE_STUB + script + driver)
-    hovered, pinned = subprocess.run(["node", str(tmp_path / "page.js")], capture_output=True, text=True,
-                                     check=True).stdout.splitlines()
-    caption, first, second = hovered.split("|")
-    assert caption.startswith("target 2") and "log p" in caption
-    assert first.startswith("rgb(") and second == "rgb(33,102,172)"  # +0.2 reddish, -0.3 full blue
-    assert pinned.startswith("target 3")  # leaving the text shows the clicked target again
+def test_occlusion_equals_integrated_gradients_on_a_linear_model():
+    model, ids = CumulativeLinearLM(), torch.tensor([0, 3, 1, 5, 2, 2, 4, 0, 1])
+    occ = attribute(model, ids, method="occlusion", target="logit", baseline=4)
+    ig = attribute(model, ids, target="logit", baseline=4, steps=2)
+    assert np.allclose(occ.scores, ig.scores, atol=1e-12)

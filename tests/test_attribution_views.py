@@ -1,0 +1,119 @@
+"""Views of an attribution: the HTML page (escaped, self-contained, marks and scale), terminal, figures."""
+
+import html
+import io
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from test_attribution import tiny_gpt
+from test_attribution_result import small_result
+
+from nanogpt.attribution import Attribution, compare_methods
+from nanogpt.attribution_views import html_page, plot_methods, top_contributors, visible
+
+
+def test_html_renders_markup_characters_as_text():
+    r = small_result(steps=4)
+    page = r.to_html()
+    assert page.count("<script") == 1  # ours, not the text's
+    shown = re.findall(r"<span [^>]*>(.*?)</span>", page)  # one span per character
+    assert "".join(html.unescape(s) for s in shown) == visible(r.text)
+    assert "&lt;" in page and "&amp;" in page and "&quot;" in page and "&#x27;" in page
+    assert "·" in page and "↵" in page  # the space and the newline can be seen
+    assert "http" not in page and " src=" not in page and "@import" not in page  # nothing is fetched
+    assert r._repr_html_().startswith("<div id=")
+
+
+def capped_result():
+    """Three targets: the second stopped at the cap, with a markup character in the text."""
+    scores = np.array([[0.5, 0, 0, 0], [0.2, -0.3, 0, 0], [0.1, 0.1, 0.2, 0]])
+    settings = {"method": "ig", "target": "logprob", "block_size": 8, "integration": "adaptive",
+                "tol": 0.05, "abs_tol": 1e-3, "max_steps": 64, "steps": 8, "rule": "gauss-legendre"}
+    return Attribution(list("ab<c"), np.array([1, 2, 3]), scores, np.array([0.5, 0.9, 0.4]), np.zeros(3),
+                       settings, steps_used=np.array([8, 64, 24]), capped=np.array([False, True, False]))
+
+
+def test_the_page_has_a_title_a_colour_scale_the_top_contributors_and_marks_capped_targets():
+    r = capped_result()
+    page = html_page(r, t=3)
+    assert "<title>Integrated gradients: 3 targets</title>" in page
+    assert 'class="title">Integrated gradients of log p' in page
+    assert 'class="bar"' in page and "linear-gradient" in page and "+0.200" in page  # the scale: row max
+    assert "2 within, 1 stopped at the cap of 64 points" in page and "median 24, max 64" in page
+    marked = re.findall(r'<span class="([^"]*)"[^>]*data-r="(\d)"', page)
+    assert [("flag" in c.split()) for c, _ in marked] == [False, True, False]  # only target 2
+    items = re.findall(r"<li>(.*?)</li>", page)
+    expected = [f"position {s} {r.tokens[s]!r} {v:+.3f}" for s, v in top_contributors(r, 3, 5)]
+    assert [html.unescape(i) for i in items if i] == expected  # strongest first; '<' escaped
+    assert "&#x27;&lt;&#x27;" in page
+
+
+def test_a_fixed_rule_page_marks_the_targets_that_miss_completeness():
+    r = capped_result()
+    r.capped, r.settings = None, {"method": "ig", "target": "logprob", "block_size": 8, "steps": 32,
+                                  "rule": "gauss-legendre", "integration": "fixed"}
+    page = r.to_html()
+    assert "fixed 32-point gauss-legendre rule: 1 miss completeness" in page
+
+
+def test_terminal_view_prints_numbers_without_colour_and_ansi_with_it():
+    r = small_result(steps=4)
+    plain, coloured = r.to_terminal(color=False), r.to_terminal(color=True)
+    assert "\x1b[" not in plain and "delta" in plain and " n=4 " in plain
+    assert "\x1b[48;2;" in coloured
+    assert len(plain.splitlines()) > len(r.targets)  # a summary line per target
+    assert "n=64 !" in capped_result().to_terminal(color=False)  # the capped target is marked
+
+
+def test_figures_draw_the_matrix_and_the_methods_on_one_scale():
+    model = tiny_gpt()
+    results = compare_methods(model, torch.arange(9), steps=4)
+    assert list(results) == ["saliency", "grad-input", "ig"]
+    fig = plot_methods(results)
+    limits = {im.get_clim() for ax in fig.axes for im in ax.get_images()}
+    assert len(limits) == 1  # one colour scale for all three
+    fig.savefig(io.BytesIO(), format="png")
+    results["ig"].plot().savefig(io.BytesIO(), format="png")
+
+
+NODE_STUB = """
+var listeners = {}, els = {};
+function el() { return {textContent: ""}; }
+function span(i) {
+  return {style: {}, title: "", dataset: {ch: "xy<z"[i], r: i > 0 ? String(i - 1) : undefined},
+          classList: {toggle: function () {}}};
+}
+var spans = [span(0), span(1), span(2), span(3)], items = [el(), el(), el()];
+var root = {querySelectorAll: function (q) { return q === ".top li" ? items : spans; },
+            querySelector: function (q) { return els[q] || (els[q] = el()); },
+            addEventListener: function (kind, f) { listeners[kind] = f; }};
+var document = {getElementById: function () { return root; }};
+function line() {
+  return [els[".cap"].textContent, spans[0].style.background, spans[1].style.background,
+          els[".hi"].textContent, items.map(function (i) { return i.textContent; }).join(";")].join("|");
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+def test_html_script_colours_the_hovered_targets_context_and_keeps_the_clicked_one(tmp_path):
+    script = re.search(r"<script>(.*)</script>", capped_result().to_html(), re.S).group(1)
+    driver = """
+    listeners.mouseover({target: spans[2]}); console.log(line());
+    listeners.click({target: spans[3]}); listeners.mouseover({target: spans[1]}); listeners.mouseleave();
+    console.log(line());
+    """
+    (tmp_path / "page.js").write_text(NODE_STUB + script + driver)
+    hovered, pinned = subprocess.run(["node", str(tmp_path / "page.js")], capture_output=True, text=True,
+                                     check=True).stdout.splitlines()
+    caption, first, second, scale, top = hovered.split("|")
+    assert caption.startswith("target 2") and "log p" in caption and "64 points" in caption
+    assert "stopped at the cap" in caption
+    assert first.startswith("rgb(") and second == "rgb(33,102,172)"  # +0.2 reddish, -0.3 full blue
+    assert scale == "+0.300" and top == 'position 1 "y" -0.300;position 0 "x" +0.200;'
+    assert pinned.startswith("target 3") and "cap" not in pinned.split("|")[0]  # the clicked one again
+    assert pinned.split("|")[4] == 'position 2 "<" +0.200;position 0 "x" +0.100;position 1 "y" +0.100'
