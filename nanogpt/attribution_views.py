@@ -176,6 +176,7 @@ _JS = """
   root.addEventListener("click", function (e) {
     if (e.target.dataset.r !== undefined) { pinned = +e.target.dataset.r; show(pinned); }
   });
+  show(pinned);
 })();
 """
 

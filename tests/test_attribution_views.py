@@ -117,3 +117,13 @@ def test_html_script_colours_the_hovered_targets_context_and_keeps_the_clicked_o
     assert scale == "+0.300" and top == 'position 1 "y" -0.300;position 0 "x" +0.200;'
     assert pinned.startswith("target 3") and "cap" not in pinned.split("|")[0]  # the clicked one again
     assert pinned.split("|")[4] == 'position 2 "<" +0.200;position 0 "x" +0.100;position 1 "y" +0.100'
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium to load the page")
+def test_the_page_runs_its_script_in_a_real_browser(tmp_path):
+    capped_result().save_html(tmp_path / "page.html", t=3)
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          (tmp_path / "page.html").as_uri()], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    # The script rewrote the list on load: its JSON quotes ("<") replace the page's repr quotes ('<').
+    assert '<li>position 2 "&lt;" +0.200</li>' in dom
