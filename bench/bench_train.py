@@ -44,7 +44,8 @@ from nanogpt.train import train
 
 # The levers, each a set of overrides on top of a preset: name -> (row label, overrides).
 VARIANTS = {
-    "default": ("previous default", {}),
+    "default": ("the preset as it is", {}),
+    "adamw": ("AdamW alone (the default before Muon)", {"optimizer": "adamw"}),
     "muon": ("+ muon (lr 0.02)", {"optimizer": "muon"}),
     "muon-0.01": ("+ muon (lr 0.01)", {"optimizer": "muon", "muon_lr": 0.01}),
     "muon-0.05": ("+ muon (lr 0.05)", {"optimizer": "muon", "muon_lr": 0.05}),
@@ -56,7 +57,7 @@ VARIANTS = {
     "muon+compile": ("+ muon + compile", {"optimizer": "muon", "compile": "on"}),
     "all": ("+ muon + bf16 + compile", {"optimizer": "muon", "dtype": "bfloat16", "compile": "on"}),
 }
-DEFAULT_VARIANTS = ("default", "muon", "bf16", "compile", "muon+bf16", "all")
+DEFAULT_VARIANTS = ("adamw", "default", "bf16", "compile")
 
 
 def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
