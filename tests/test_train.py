@@ -319,7 +319,7 @@ def test_equal_time_bench_prints_one_row_per_variant(capsys):
     bench.main(["--no-speed", "--equal-time", "--presets", "smoke", "--variants", "default", "muon",
                 "optimizer=muon,muon_lr=0.05,max_iters=20"])
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| smoke")]
-    assert [r.split(" | ")[1] for r in rows] == ["previous default", "+ muon (lr 0.02)",
+    assert [r.split(" | ")[1] for r in rows] == ["the preset as it is", "+ muon (lr 0.02)",
                                                   "+ optimizer=muon,muon_lr=0.05,max_iters=20"]
     assert rows[0].split(" | ")[5] == "" and rows[1].split(" | ")[5].startswith(("+", "-"))
     assert rows[2].split(" | ")[3] == "20"  # its steps
