@@ -14,13 +14,15 @@ not to the datasheet).
 A GPT step costs about 6N + 12 L T C FLOPs per token (N parameters without the position table;
 the second term is attention; nanoGPT's estimate_mfu), an MLP step 6N.
 
-Equal time: one row per lever. Each variant is a named set of TrainConfig overrides on top of
-a GPT CPU preset (VARIANTS below; `default` is the preset as it is); each trains with
---max-minutes M (its schedule fitted to the budget; M is the preset's own budget, the one
-`make train` uses, unless --minutes is given) and reports its steps, final val loss (the whole
-val split), the change against `default` in the same run, and its wall time (start-up,
-compilation and the final evaluation included). On a shared machine both the speed and the
-losses at equal time come out pessimistic, and variants run later meet a different load.
+Equal time: one row per lever, each row one change on top of the row above (a ladder from the
+old defaults to the new). Each variant is a named set of TrainConfig overrides on top of a GPT
+CPU preset (VARIANTS below; `default` is the preset as it is); each trains with --max-minutes M
+(its schedule fitted to the budget; M is the preset's own budget, the one `make train` uses,
+unless --minutes gives one budget for all or one per preset, in order) and reports its steps,
+final val loss (the whole val split), the change against the row above in the same run, and its
+wall time (start-up, compilation and the final evaluation included). On a shared machine both
+the speed and the losses at equal time come out pessimistic, and variants run later meet a
+different load.
 """
 
 from __future__ import annotations
@@ -40,24 +42,29 @@ import torch
 from nanogpt.checkpoint import load_model
 from nanogpt.config import PRESETS, TrainConfig, preset
 from nanogpt.errors import UserError
+from nanogpt.runtime import pick_dtype
 from nanogpt.train import train
 
-# The levers, each a set of overrides on top of a preset: name -> (row label, overrides).
+# The levers, each a set of overrides on top of a preset: name -> (row label, overrides). The
+# first four are the ladder from the first release's default to this one's, one lever per row.
 VARIANTS = {
+    "adamw": ("AdamW, float32 (the first default)", {"optimizer": "adamw", "dtype": "float32"}),
+    "muon-fp32": ("+ Muon (lr 0.02), float32", {"optimizer": "muon", "dtype": "float32",
+                                                 "muon_weight_decay": 0.0}),
+    "muon-bf16": ("+ bfloat16 autocast", {"optimizer": "muon", "dtype": "bfloat16",
+                                           "muon_weight_decay": 0.0}),
     "default": ("the preset as it is", {}),
-    "adamw": ("AdamW alone (the default before Muon)", {"optimizer": "adamw"}),
+    # single levers on top of the preset, for screening
     "muon": ("+ muon (lr 0.02)", {"optimizer": "muon"}),
     "muon-0.01": ("+ muon (lr 0.01)", {"optimizer": "muon", "muon_lr": 0.01}),
     "muon-0.05": ("+ muon (lr 0.05)", {"optimizer": "muon", "muon_lr": 0.05}),
     "bf16": ("+ bf16 autocast", {"dtype": "bfloat16"}),
+    "fp32": ("+ float32", {"dtype": "float32"}),
     "compile": ("+ compile", {"compile": "on"}),
     "nanogpt-lr": ("+ lr 2e-3 (nanoGPT's)", {"lr": 2e-3, "min_lr": 2e-4}),
     "tied": ("+ tied head (nanoGPT's)", {"tie_weights": True}),
-    "muon+bf16": ("+ muon + bf16", {"optimizer": "muon", "dtype": "bfloat16"}),
-    "muon+compile": ("+ muon + compile", {"optimizer": "muon", "compile": "on"}),
-    "all": ("+ muon + bf16 + compile", {"optimizer": "muon", "dtype": "bfloat16", "compile": "on"}),
 }
-DEFAULT_VARIANTS = ("adamw", "default", "bf16", "compile")
+DEFAULT_VARIANTS = ("adamw", "muon-fp32", "muon-bf16", "default")
 
 
 def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -103,10 +110,10 @@ def time_steps(name: str, steps: int, **overrides) -> dict:
 
 
 def speed_table(quick: bool) -> None:
-    """Tokens/s and MFU of every CPU preset (and gpt-cpu with bfloat16 autocast, Muon, compiled)."""
+    """Tokens/s and MFU of every CPU preset (and gpt-cpu in float32, with AdamW, compiled)."""
     scale = 0.2 if quick else 1.0
-    rows = [("gpt-cpu", {}, 20), ("gpt-cpu", {"dtype": "bfloat16"}, 20),
-            ("gpt-cpu", {"optimizer": "muon"}, 20), ("gpt-cpu", {"compile": "on"}, 20),
+    rows = [("gpt-cpu", {}, 20), ("gpt-cpu", {"dtype": "float32"}, 20),
+            ("gpt-cpu", {"optimizer": "adamw", "dtype": "float32"}, 20), ("gpt-cpu", {"compile": "on"}, 20),
             ("gpt-cpu-fast", {}, 40), ("mlp", {}, 2000), ("bigram", {}, 2000)]
     peaks = {}
     print("| preset | settings | threads | ms/step | tokens/s | MFU vs fp32 matmul |")
@@ -116,7 +123,8 @@ def speed_table(quick: bool) -> None:
         if r["threads"] not in peaks:
             peaks[r["threads"]] = matmul_peak(r["threads"])
         mfu = r["flops"] * r["tok_s"] / peaks[r["threads"]] if name != "bigram" else float("nan")
-        settings = ", ".join(f"{k} {v}" for k, v in overrides.items()) or "as preset (float32)"
+        dtype = pick_dtype(PRESETS[name].dtype, "cpu")
+        settings = ", ".join(f"{k} {v}" for k, v in overrides.items()) or f"as preset ({dtype})"
         mfu_text = "n/a (a lookup)" if name == "bigram" else f"{mfu:.1%}"
         print(f"| {name} | {settings} | {r['threads']} | {r['step_ms']:.1f} | {r['tok_s']:,.0f} | "
               f"{mfu_text} |", flush=True)
@@ -145,24 +153,33 @@ def variant(spec: str) -> tuple[str, dict]:
     return "+ " + spec, overrides
 
 
+def budgets(presets: list[str], minutes: list[float] | None) -> list[float]:
+    """Each preset's budget: its own --max-minutes, the one --minutes given, or one per preset."""
+    if not minutes:
+        return [PRESETS[name].max_minutes for name in presets]
+    if len(minutes) == 1:
+        return minutes * len(presets)
+    if len(minutes) != len(presets):
+        raise UserError(f"--minutes: give one budget, or one per preset ({len(presets)}), not {len(minutes)}")
+    return minutes
+
+
 def equal_time_table(presets: list[str], variants: list[str], minutes: list[float] | None) -> None:
     """The final val loss of each variant of each preset after the same wall time."""
     rows = [variant(v) for v in variants]
-    print("\n| preset | variant | budget | steps | val loss (whole split) | vs default | wall s |")
+    print("\n| preset | variant | budget | steps | val loss (whole split) | vs the row above | wall s |")
     print("|---|---|---|---|---|---|---|")
-    for name in presets:
-        for m in minutes or [PRESETS[name].max_minutes]:
-            base = math.nan
-            for label, overrides in rows:
-                with tempfile.TemporaryDirectory() as out, redirect_stdout(io.StringIO()):
-                    r = train(preset(name, **{**overrides, "max_minutes": m, "out_dir": out}),
-                              progress=False)
-                if not overrides:
-                    base = r["val_loss"]
-                delta = "" if math.isnan(base) or not overrides else f"{r['val_loss'] - base:+.4f}"
-                budget = f"{m * 60:.0f} s" if m else "no budget"
-                print(f"| {name} | {label} | {budget} | {r['iters']} | {r['val_loss']:.4f} | "
-                      f"{delta} | {r['seconds']:.0f} |", flush=True)
+    for name, m in zip(presets, budgets(presets, minutes), strict=True):
+        above = math.nan  # the row above's val loss: each row is one change on top of it
+        for label, overrides in rows:
+            with tempfile.TemporaryDirectory() as out, redirect_stdout(io.StringIO()):
+                r = train(preset(name, **{**overrides, "max_minutes": m, "out_dir": out}),
+                          progress=False)
+            delta = "" if math.isnan(above) else f"{r['val_loss'] - above:+.4f}"
+            above = r["val_loss"]
+            budget = f"{m * 60:.0f} s" if m else "no budget"
+            print(f"| {name} | {label} | {budget} | {r['iters']} | {r['val_loss']:.4f} | "
+                  f"{delta} | {r['seconds']:.0f} |", flush=True)
 
 
 def main(argv=None) -> None:
@@ -178,12 +195,14 @@ def main(argv=None) -> None:
     ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), metavar="NAME",
                     help=f"rows for --equal-time: {', '.join(VARIANTS)}, or key=value,... overrides")
     ap.add_argument("--minutes", type=float, nargs="+", default=None,
-                    help="budgets for --equal-time (default: each preset's own --max-minutes)")
+                    help="budgets for --equal-time: one for every preset, or one per preset in the order of "
+                         "--presets (default: each preset's own --max-minutes)")
     args = ap.parse_args(argv)
     try:  # a typo fails now, not after an hour of the other rows
         for spec in args.variants:
             for name in args.presets:
                 preset(name, **variant(spec)[1])
+        budgets(args.presets, args.minutes)
     except UserError as e:
         ap.error(str(e))
     if not args.no_speed:

@@ -80,9 +80,9 @@ class TrainConfig:
     # where
     seed: int = opt(1337, "seed of every random draw")
     device: str = opt("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
-    dtype: str = opt("auto", "auto (bfloat16 autocast on CUDA, and on CPUs with the bfloat16 units "
-                     "(AMX, AVX-512 BF16) that nanogpt.runtime.AUTO_BFLOAT16_CPU_UNITS names; else "
-                     "float32) | float32 | float64 | bfloat16 (autocast: weights stay float32)")
+    dtype: str = opt("float32", "auto (bfloat16 autocast on CUDA, and on CPUs with the bfloat16 units "
+                     "that nanogpt.runtime.AUTO_BFLOAT16_CPU_UNITS names (AMX); else float32) | "
+                     "float32 | float64 | bfloat16 (autocast: weights stay float32)")
     compile: str = opt("off", "torch.compile the model: off | on (eager, with a warning, where it "
                        "fails: no C++ compiler, a backend error) | auto (on where "
                        "nanogpt.runtime.AUTO_COMPILE says it pays and a compiler is found)", bare="on")
@@ -127,23 +127,26 @@ PRESETS: dict[str, TrainConfig] = {
         weight_decay=0.0, grad_clip=0.0, batch_size=32, max_iters=60000, eval_interval=10000,
         eval_iters=50, log_interval=500, threads=1),
     # Stage 3 on a 2-core CPU: the best val loss that ten minutes buy. A short run wants a high
-    # learning rate (at 250 steps of the fast shape: lr 2e-3 -> val 2.24, 3e-3 -> 2.18, 5e-3 -> 2.15),
-    # no dropout (too few steps to overfit), few and rare evaluations; max_iters comes from the budget.
-    # Muon for the blocks' matrices (AdamW at lr for the rest): at equal time it beats AdamW alone
-    # by 0.05 here and 0.18 in the fast shape (README, "Training the GPT": bench/bench_train.py).
+    # learning rate (at 250 steps of the fast shape: lr 2e-3 -> val 2.24, 3e-3 -> 2.18, 5e-3 -> 2.15)
+    # and few, rare evaluations; max_iters comes from the budget. Muon for the blocks' matrices (AdamW
+    # at lr for the rest) and bfloat16 autocast where the CPU has AMX (dtype auto) each buy steps or
+    # progress per step; with both, ten minutes are about ten passes over the 1M training characters
+    # and the model overfits (train 1.00, val 1.58), which weight decay on Muon's matrices holds back
+    # (val 1.48) at no cost per step, where dropout 0.1 cost a fifth of the steps for val 1.53.
+    # (README, "Training the GPT": bench/bench_train.py --equal-time has a row for each lever.)
     "gpt-cpu": TrainConfig(
         n_layer=4, n_head=4, n_embd=192, block_size=128, batch_size=32, dropout=0.0, bias=False,
-        optimizer="muon", lr=3e-3, min_lr=3e-4, warmup_iters=100, beta2=0.99, max_iters=1500, max_minutes=9.7,
-        eval_interval=250, eval_iters=20, log_interval=10),
+        optimizer="muon", muon_weight_decay=0.3, dtype="auto", lr=3e-3, min_lr=3e-4, warmup_iters=100,
+        beta2=0.99, max_iters=1500, max_minutes=9.7, eval_interval=250, eval_iters=20, log_interval=10),
     # The same in about 100 seconds.
     "gpt-cpu-fast": TrainConfig(
         n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=32, dropout=0.0, bias=False,
-        optimizer="muon", lr=5e-3, min_lr=5e-4, warmup_iters=50, beta2=0.99, max_iters=1000, max_minutes=1.6,
-        eval_interval=250, eval_iters=20, log_interval=10),
+        optimizer="muon", dtype="auto", lr=5e-3, min_lr=5e-4, warmup_iters=50,
+        beta2=0.99, max_iters=1000, max_minutes=1.6, eval_interval=250, eval_iters=20, log_interval=10),
     # The "baby GPT" of nanoGPT's shakespeare_char config, for a GPU.
     "gpt-gpu": TrainConfig(
         n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, dropout=0.2, bias=False,
-        lr=1e-3, min_lr=1e-4, warmup_iters=100, beta2=0.99, max_iters=5000, eval_interval=250,
+        dtype="auto", lr=1e-3, min_lr=1e-4, warmup_iters=100, beta2=0.99, max_iters=5000, eval_interval=250,
         eval_iters=200, log_interval=10),
     # A tiny GPT that trains in seconds on a CPU: for tests and quick checks.
     "smoke": TrainConfig(

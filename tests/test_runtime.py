@@ -7,7 +7,7 @@ import torch
 from test_train import losses, tiny
 
 import nanogpt.runtime as runtime
-from nanogpt.config import preset
+from nanogpt.config import PRESETS, preset
 from nanogpt.runtime import cpu_bf16_units, cpu_has_amx, pick_compile, pick_dtype, setup_runtime
 from nanogpt.train import train
 
@@ -18,20 +18,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("units, switch, bf16", [
-    ({"amx_bf16", "avx512_bf16"}, (), False),  # the default: float32 on every CPU until measured
+    ({"amx_bf16", "avx512_bf16"}, (), False),  # switched off: float32 on every CPU
     (set(), ("amx_bf16", "avx512_bf16"), False),  # no bfloat16 units: emulated, never by default
     ({"amx_bf16", "avx512_bf16"}, ("amx_bf16",), True),
     ({"avx512_bf16"}, ("amx_bf16",), False),  # AVX-512 BF16 without AMX: not unless named
     ({"avx512_bf16"}, ("amx_bf16", "avx512_bf16"), True),
-], ids=["default", "no-units", "amx", "avx512-not-named", "avx512-named"])
+], ids=["off", "no-units", "amx", "avx512-not-named", "avx512-named"])
 def test_auto_dtype_on_a_cpu_is_bfloat16_only_where_its_units_are_switched_on(monkeypatch, units, switch,
                                                                               bf16):
     monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: units)
     monkeypatch.setattr(runtime, "AUTO_BFLOAT16_CPU_UNITS", switch)
-    rt = setup_runtime(preset("smoke", device="cpu"))
+    rt = setup_runtime(preset("smoke", device="cpu", dtype="auto"))
     assert isinstance(rt.autocast, torch.autocast) == bf16
     assert rt.param_dtype == torch.float32  # autocast: the weights stay float32
     assert pick_dtype("float32", "cpu") == "float32"  # a dtype asked for is kept either way
+
+
+def test_auto_means_bfloat16_on_amx_only_and_only_the_gpt_presets_ask_for_auto(monkeypatch):
+    assert runtime.AUTO_BFLOAT16_CPU_UNITS == ("amx_bf16",)  # measured to pay; AVX-512 BF16 alone not
+    for units, expected in (({"amx_bf16", "avx512_bf16"}, "bfloat16"), ({"avx512_bf16"}, "float32"),
+                            (set(), "float32")):
+        monkeypatch.setattr(runtime, "cpu_bf16_units", lambda units=units: units)
+        assert pick_dtype("auto", "cpu") == expected
+    # the tiny models (and the lectures' numbers) stay float32 on every machine
+    dtypes = {name: cfg.dtype for name, cfg in PRESETS.items()}
+    assert dtypes == {"bigram": "float32", "mlp": "float32", "smoke": "float32",
+                      "gpt-cpu": "auto", "gpt-cpu-fast": "auto", "gpt-gpu": "auto"}
 
 
 def test_bfloat16_units_are_read_from_torchs_cpu_capabilities(monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanogpt.config import preset
+from nanogpt.config import PRESETS, preset
 from nanogpt.errors import UserError
 from nanogpt.run import make_optimizer
 from nanogpt.runtime import pick_device, setup_runtime
@@ -321,8 +321,20 @@ def test_equal_time_bench_prints_one_row_per_variant(capsys):
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| smoke")]
     assert [r.split(" | ")[1] for r in rows] == ["the preset as it is", "+ muon (lr 0.02)",
                                                   "+ optimizer=muon,muon_lr=0.05,max_iters=20"]
-    assert rows[0].split(" | ")[5] == "" and rows[1].split(" | ")[5].startswith(("+", "-"))
+    assert rows[0].split(" | ")[5] == ""  # each row against the row above it
+    assert all(r.split(" | ")[5].startswith(("+", "-")) for r in rows[1:])
     assert rows[2].split(" | ")[3] == "20"  # its steps
+
+
+def test_equal_time_budgets_are_one_for_all_or_one_per_preset(capsys):
+    bench = bench_train()
+    presets = ["gpt-cpu-fast", "gpt-cpu"]
+    assert bench.budgets(presets, None) == [PRESETS[name].max_minutes for name in presets]
+    assert bench.budgets(presets, [2.0]) == [2.0, 2.0]
+    assert bench.budgets(presets, [1.67, 10]) == [1.67, 10]  # the issue's `--minutes 1.67 10`
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--equal-time", "--presets", *presets, "--minutes", "1", "2", "3"])
+    assert e.value.code == 2 and "one per preset (2), not 3" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("spec, words", [("nope", "unknown variant"), ("lr=fast", "lr takes a float"),
