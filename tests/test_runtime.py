@@ -40,10 +40,10 @@ def test_auto_means_bfloat16_on_amx_only_and_only_the_gpt_presets_ask_for_auto(m
                             (set(), "float32")):
         monkeypatch.setattr(runtime, "cpu_bf16_units", lambda units=units: units)
         assert pick_dtype("auto", "cpu") == expected
-    # the tiny models (and the lectures' numbers) stay float32 on every machine
+    # the small models (and the lectures' numbers) stay float32 on every machine
     dtypes = {name: cfg.dtype for name, cfg in PRESETS.items()}
     assert dtypes == {"bigram": "float32", "mlp": "float32", "smoke": "float32",
-                      "gpt-cpu": "auto", "gpt-cpu-fast": "auto", "gpt-gpu": "auto"}
+                      "gpt-cpu": "auto", "gpt-cpu-fast": "float32", "gpt-gpu": "auto"}
 
 
 def test_bfloat16_units_are_read_from_torchs_cpu_capabilities(monkeypatch):
