@@ -132,7 +132,8 @@ PRESETS: dict[str, TrainConfig] = {
     # at lr for the rest) and bfloat16 autocast where the CPU has AMX (dtype auto) each buy steps or
     # progress per step; with both, ten minutes are about ten passes over the 1M training characters
     # and the model overfits (train 1.00, val 1.58), which weight decay on Muon's matrices holds back
-    # (val 1.48) at no cost per step, where dropout 0.1 cost a fifth of the steps for val 1.53.
+    # (val 1.48; as low in float32, one screen) at no cost per step, where dropout 0.1 cost a fifth
+    # of the steps for val 1.53.
     # (README, "Training the GPT": bench/bench_train.py --equal-time has a row for each lever.)
     "gpt-cpu": TrainConfig(
         n_layer=4, n_head=4, n_embd=192, block_size=128, batch_size=32, dropout=0.0, bias=False,

@@ -27,8 +27,8 @@ from nanogpt.errors import UserError
 
 # What `auto` turns on, by measurement (bench/bench_train.py --equal-time, bench/gpu_check.py).
 # --dtype auto: bfloat16 autocast on CUDA (where supported); on a CPU only where it has one of
-# these bfloat16 units (see cpu_bf16_units) and they were measured to pay. AMX (matrix tiles) does:
-# the gpt-cpu step runs in about half the time (README, "Training the GPT"). AVX-512 BF16 alone
+# these bfloat16 units (see cpu_bf16_units) and they were measured to pay. AMX (matrix tiles) gives
+# 1.24 times the gpt-cpu steps in ten minutes (README, "Training the GPT"). AVX-512 BF16 alone
 # (bfloat16 dot products, no tiles) gave 1.28x the steps and no lower loss at equal time, so it is
 # not named. Without either unit, bfloat16 is emulated and no faster than float32.
 AUTO_BFLOAT16_CPU_UNITS: tuple[str, ...] = ("amx_bf16",)
