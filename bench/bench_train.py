@@ -19,8 +19,9 @@ old defaults to the new). Each variant is a named set of TrainConfig overrides o
 CPU preset (VARIANTS below; `default` is the preset as it is); each trains with --max-minutes M
 (its schedule fitted to the budget; M is the preset's own budget, the one `make train` uses,
 unless --minutes gives one budget for all or one per preset, in order) and reports its steps,
-final val loss (the whole val split), the change against the row above in the same run, and its
-wall time (start-up, compilation and the final evaluation included). On a shared machine both
+final val loss (the whole val split), the change against the row above in the same run, its
+wall time (start-up, compilation and the final evaluation included) and its final train loss
+(how far it is below val shows the overfitting). On a shared machine both
 the speed and the losses at equal time come out pessimistic, and variants run later meet a
 different load.
 """
@@ -167,8 +168,9 @@ def budgets(presets: list[str], minutes: list[float] | None) -> list[float]:
 def equal_time_table(presets: list[str], variants: list[str], minutes: list[float] | None) -> None:
     """The final val loss of each variant of each preset after the same wall time."""
     rows = [variant(v) for v in variants]
-    print("\n| preset | variant | budget | steps | val loss (whole split) | vs the row above | wall s |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| preset | variant | budget | steps | val loss (whole split) | vs the row above | wall s "
+          "| train loss |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, m in zip(presets, budgets(presets, minutes), strict=True):
         above = math.nan  # the row above's val loss: each row is one change on top of it
         for label, overrides in rows:
@@ -179,7 +181,7 @@ def equal_time_table(presets: list[str], variants: list[str], minutes: list[floa
             above = r["val_loss"]
             budget = f"{m * 60:.0f} s" if m else "no budget"
             print(f"| {name} | {label} | {budget} | {r['iters']} | {r['val_loss']:.4f} | "
-                  f"{delta} | {r['seconds']:.0f} |", flush=True)
+                  f"{delta} | {r['seconds']:.0f} | {r['train_loss']:.4f} |", flush=True)
 
 
 def main(argv=None) -> None:

@@ -324,6 +324,7 @@ def test_equal_time_bench_prints_one_row_per_variant(capsys):
     assert rows[0].split(" | ")[5] == ""  # each row against the row above it
     assert all(r.split(" | ")[5].startswith(("+", "-")) for r in rows[1:])
     assert rows[2].split(" | ")[3] == "20"  # its steps
+    assert all(float(r.split(" | ")[7].rstrip(" |")) > 0 for r in rows)  # and its final train loss
 
 
 def test_equal_time_budgets_are_one_for_all_or_one_per_preset(capsys):
