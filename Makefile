@@ -43,7 +43,7 @@ sample: $(VENV)/.installed  ## generate text from runs/<PRESET>/best.pt (default
 	$(PY) -m nanogpt.sample $(run_flags)
 
 attribute: $(VENV)/.installed  ## generate, then attribute each character to its context (IG)
-	$(PY) -m nanogpt.attribute $(run_flags)
+	$(PY) -m nanogpt.attribution.cli $(run_flags)
 
 test: $(VENV)/.dev-installed  ## run the whole test suite (notebooks in smoke mode)
 	$(PY) -m pytest $(ARGS)
@@ -55,13 +55,13 @@ data: $(VENV)/.installed  ## fetch and verify Tiny Shakespeare and names.txt
 	$(PY) -c "from nanogpt.data import dataset_path as p; print(p('shakespeare')); print(p('names'))"
 
 notebooks: $(VENV)/.dev-installed  ## run lectures/solutions/ in full mode, save outputs, regenerate lectures/
-	$(PY) -m nanogpt.notebooks $(ARGS)
+	$(PY) -m nanogpt.course.exercises refresh $(ARGS)
 
 exercises: $(VENV)/.dev-installed  ## regenerate the learner's lectures/ (stubs) from lectures/solutions/
-	$(PY) -m nanogpt.exercises build $(ARGS)
+	$(PY) -m nanogpt.course.exercises build $(ARGS)
 
 check: $(VENV)/.dev-installed  ## run your lectures/ and say which exercises pass (LECTURE=01, ARGS=--smoke)
-	$(PY) -m nanogpt.exercises check $(LECTURE) $(ARGS)
+	$(PY) -m nanogpt.course.exercises check $(LECTURE) $(ARGS)
 
 # Jupyter refuses to start as root without --allow-root (a container, a VM): added only then.
 lab: $(VENV)/.dev-installed  ## open Jupyter Lab on lectures/ (your copies, with the exercise stubs)

@@ -14,7 +14,7 @@ character at a time, its alphas in passes of the same size). Then the batched co
 texts, and on 20 characters the textbook loop, one pass per (character, alpha). All figures come
 from this one run; CPU seconds beside wall seconds, since a shared machine blurs the latter.
 
---captum-on: on the 200 characters `python -m nanogpt.attribute` writes, the time to bring every
+--captum-on: on the 200 characters `python -m nanogpt.attribution.cli` writes, the time to bring every
 target within the default tolerance (|delta| <= max(5% |dF|, 1e-3)): the lens integrating to
 it, against Captum's IntegratedGradients called once per target on its window (as Inseq does),
 at its defaults (n_steps=50, Gauss-Legendre, with the targets that then miss) and at the fewest
@@ -36,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from nanogpt.attribution import attribute, attribute_loop
+from nanogpt.attribution.methods import attribute, attribute_loop
 from nanogpt.config import PRESETS
 from nanogpt.gpt import GPT, GPTConfig
 from nanogpt.sample import generate
@@ -66,8 +66,8 @@ SETTINGS = [("(defaults: to --tol 0.05)", {}), ("--steps 32", {"steps": 32}), ("
 
 
 def settings_table(ckpt) -> None:
-    """`python -m nanogpt.attribute`'s text (seed 1337, 200 characters) under each setting."""
-    from nanogpt.attribution import COMPLETENESS_TOLERANCE
+    """`python -m nanogpt.attribution.cli`'s text (seed 1337, 200 characters) under each setting."""
+    from nanogpt.attribution.paths import COMPLETENESS_TOLERANCE
 
     model, ids, positions = cli_text(ckpt)
     print(f"{ckpt}: {len(positions)} generated characters\n\n| flags | targets with \\|delta\\| > "
@@ -79,8 +79,8 @@ def settings_table(ckpt) -> None:
 
 
 def cli_text(ckpt):
-    """The model (float32, CPU) and the ids `python -m nanogpt.attribute --ckpt CKPT` attributes."""
-    from nanogpt.attribute import build_parser, text_ids
+    """The model (float32, CPU) and the ids `python -m nanogpt.attribution.cli --ckpt CKPT` attributes."""
+    from nanogpt.attribution.cli import build_parser, text_ids
     from nanogpt.checkpoint import load_model
 
     model, tokenizer, _ = load_model(ckpt, "cpu")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from nanogpt.config import PRESETS
-from nanogpt.diagnostics import Monitor
+from nanogpt.diagnostics.monitor import Monitor
 from nanogpt.gpt import GPT, GPTConfig
 
 EVERY = 100  # the engine's default --diag-every

@@ -10,7 +10,7 @@ at every step (keep = block_size).
 
 The speed table is the steady state: the context already full, then one whole window cycle
 (block_size // 2 + 1 steps: one prefill of block_size // 2 tokens, then cached steps as the window
-grows back to block_size), timed through `Decoder`, the part of `generate` that runs the model
+grows back to block_size), timed through `NextTokenLogits`, the part of `generate` that runs the model
 (drawing a token from 65 logits costs microseconds). The length table times `generate` itself
 from a one-token prompt, so it includes every prefill.
 """
@@ -24,7 +24,7 @@ import torch
 
 from nanogpt.config import PRESETS
 from nanogpt.gpt import GPT, GPTConfig
-from nanogpt.sample import Decoder, generate
+from nanogpt.sample import NextTokenLogits, generate
 
 
 def model_of(n_layer: int, n_head: int, n_embd: int, block_size: int) -> GPT:
@@ -45,14 +45,14 @@ def chars_per_second(model, new_tokens: int, use_cache: bool) -> float:
 
 @torch.no_grad()
 def steady_chars_per_second(model, steps: int, use_cache: bool, keep=None) -> float:
-    """Decoder calls per second over `steps` steps that follow a full context."""
+    """NextTokenLogits calls per second over `steps` steps that follow a full context."""
     block = model.config.block_size
     seq = torch.randint(65, (1, block + steps), generator=torch.Generator().manual_seed(0))
-    decoder = Decoder(model, keep=keep, use_cache=use_cache)
-    decoder(seq[:, :block])  # the context is full: not timed
+    next_logits = NextTokenLogits(model, keep=keep, use_cache=use_cache)
+    next_logits(seq[:, :block])  # the context is full: not timed
     start = time.perf_counter()
     for t in range(block + 1, block + steps + 1):
-        decoder(seq[:, :t])  # (1, 65) logits for the token after position t - 1
+        next_logits(seq[:, :t])  # (1, 65) logits for the token after position t - 1
     return steps / (time.perf_counter() - start)
 
 

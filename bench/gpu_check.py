@@ -11,7 +11,7 @@ torch.compile (the compilation itself is not timed). The training row runs the g
 as `make train` does on a GPU (dtype auto: bfloat16 autocast) and reports the final val loss on
 the whole split and the run's wall time. The sampling rows generate from that model
 (nanogpt.sample.generate, batch 1, use_cache on and off); the attribution row times
-nanogpt.attribution.attribute (integrated gradients, its defaults) on about 100 of the generated
+nanogpt.attribution.methods.attribute (integrated gradients, its defaults) on about 100 of the generated
 characters. Without CUDA it says so in one line and exits with status 2.
 """
 
@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is no package: scripts share by file
 from bench_train import time_steps  # noqa: E402
 
-from nanogpt.attribution import attribute  # noqa: E402
+from nanogpt.attribution.methods import attribute  # noqa: E402
 from nanogpt.checkpoint import load_model  # noqa: E402
 from nanogpt.config import preset  # noqa: E402
 from nanogpt.sample import generate  # noqa: E402

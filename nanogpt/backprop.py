@@ -404,7 +404,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-every", type=int, default=0, metavar="N",
                     help="check our gradients against autograd's every N steps (0: never)")
     ap.add_argument("--log-every", type=int, default=10_000, help="print the batch loss every N steps")
-    return cli.run(_train_and_report, ap, argv)
+    return cli.invoke(_train_and_report, ap, argv)
 
 
 def _train_and_report(args) -> None:

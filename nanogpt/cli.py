@@ -4,7 +4,7 @@
     cli.add_ckpt(parser); cli.add_seed(parser); cli.add_device(parser)
     ...
     def main(argv=None) -> int:
-        return cli.run(work, parser, argv)   # `error: ...` on stderr and exit 2 for a UserError
+        return cli.invoke(work, parser, argv)   # `error: ...` on stderr and exit 2 for a UserError
 
 A user's mistake (a bad flag value, a missing checkpoint, data not found) is a `UserError`; it
 becomes one line on stderr and exit status 2, never a traceback. Programming errors keep theirs.
@@ -35,16 +35,9 @@ def parser(prog: str, description: str, epilog: str | None = None) -> Parser:
     return Parser(prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter)
 
 
-def default_ckpt() -> str:
-    """The checkpoint `make train` writes by default: runs/<default preset>/best.pt."""
-    from nanogpt.config import default_preset  # imported here: config needs torch
-
-    return f"runs/{default_preset()}/best.pt"
-
-
-def add_ckpt(p: argparse.ArgumentParser) -> None:
+def add_ckpt(p: argparse.ArgumentParser, default: str) -> None:
     """--ckpt: a checkpoint file, or a run folder standing for its best.pt."""
-    p.add_argument("--ckpt", default=default_ckpt(), help="checkpoint file, or a run folder (its best.pt)")
+    p.add_argument("--ckpt", default=default, help="checkpoint file, or a run folder (its best.pt)")
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
@@ -58,7 +51,7 @@ def add_seed(p: argparse.ArgumentParser, default: int = 1337, help: str = "seed 
     p.add_argument("--seed", type=int, default=default, help=help)
 
 
-def run(work: Callable[[argparse.Namespace], int | None], p: argparse.ArgumentParser, argv=None) -> int:
+def invoke(work: Callable[[argparse.Namespace], int | None], p: argparse.ArgumentParser, argv=None) -> int:
     """Parse argv, call work(args); a UserError becomes `error: ...` on stderr and exit status 2,
     Ctrl-C before work could handle it becomes `interrupted` and 130."""
     try:

@@ -87,7 +87,7 @@ class TrainConfig:
                        "fails: no C++ compiler, a backend error) | auto (on where "
                        "nanogpt.runtime.AUTO_COMPILE says it pays and a compiler is found)", bare="on")
     threads: int = opt(0, "CPU threads (0 = all cores, shared between processes)")
-    diag: bool = opt(False, "record activation/gradient/update statistics (nanogpt.diagnostics)")
+    diag: bool = opt(False, "record activation/gradient/update statistics (nanogpt.diagnostics.monitor)")
     diag_every: int = opt(100, "record diagnostics every this many steps")
 
     def __post_init__(self):
@@ -173,6 +173,11 @@ def default_preset() -> str:
     import torch
 
     return "gpt-gpu" if torch.cuda.is_available() else "gpt-cpu"
+
+
+def default_checkpoint() -> str:
+    """The checkpoint `make train` writes by default: runs/<default preset>/best.pt."""
+    return f"runs/{default_preset()}/best.pt"
 
 
 def preset(name: str, **overrides) -> TrainConfig:

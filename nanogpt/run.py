@@ -233,7 +233,7 @@ def watch(run: Run):
     """A diagnostics Monitor on the model (--diag), else a stand-in that records nothing."""
     if not run.cfg.diag:
         return _Unwatched()
-    from nanogpt.diagnostics import Monitor  # the lens imports the models, never the reverse
+    from nanogpt.diagnostics.monitor import Monitor
 
     return Monitor(run.model, every=run.cfg.diag_every, grad_accum=run.n_micro)
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from nanogpt import cli
 from nanogpt.checkpoint import load_model
+from nanogpt.config import default_checkpoint
 from nanogpt.errors import UserError
 from nanogpt.runtime import pick_device
 
@@ -53,7 +54,7 @@ def context_window(length: int, block_size: int, keep: int) -> int:
     return length - width
 
 
-class Decoder:
+class NextTokenLogits:
     """Next-token logits for a sequence that grows by one token per call; caches keys for a GPT.
 
     Models with `new_cache()` (the GPT) run each new token alone against the cache, and rebuild
@@ -208,12 +209,12 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
         raise ValueError(f"idx must be (B, T) with T >= 1, got shape {tuple(idx.shape)}")
     block_size = model.config.block_size
     dropped, idx = idx[:, :-block_size], idx[:, -block_size:]  # the model never sees `dropped`
-    decoder = Decoder(model, keep=keep, use_cache=use_cache)
+    next_logits = NextTokenLogits(model, keep=keep, use_cache=use_cache)
     was_training = model.training
     model.eval()
     try:
         for _ in range(max_new_tokens):
-            logits = decoder(idx)  # (B, V)
+            logits = next_logits(idx)  # (B, V)
             nxt = next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                              greedy=greedy, sampler=sampler, generator=generator)  # (B, 1)
             idx = torch.cat([idx, nxt], dim=1)
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags of `python -m nanogpt.sample`."""
     p = cli.parser("python -m nanogpt.sample",
                    "Generate text from a checkpoint of any stage (bigram, mlp, gpt).")
-    cli.add_ckpt(p)
+    cli.add_ckpt(p, default_checkpoint())
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="", help="text to continue (empty: start from a newline)")
     prompt.add_argument("--prompt-file", default=None, help="read the prompt from this UTF-8 file")
@@ -272,7 +273,7 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
         return [0]
 
 
-def run(args) -> list[str]:
+def samples_from_args(args) -> list[str]:
     """Load the checkpoint, generate, and return the samples as text."""
     check_options(args.temperature, args.top_k, args.top_p, args.sampler, args.max_new_tokens)
     if args.num_samples < 1:
@@ -296,12 +297,12 @@ def run(args) -> list[str]:
 
 def main(argv=None) -> int:
     """The command line: `python -m nanogpt.sample --help`."""
-    return cli.run(print_samples, build_parser(), argv)
+    return cli.invoke(print_samples, build_parser(), argv)
 
 
 def print_samples(args) -> None:
     """Generate, then print each sample under a header line."""
-    samples = run(args)
+    samples = samples_from_args(args)
     for i, sample in enumerate(samples, 1):
         print(f"---------- sample {i} of {len(samples)} ----------")
         print(sample)

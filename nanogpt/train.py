@@ -213,7 +213,7 @@ def finish(run: Run, monitor) -> dict:
 
 def main(argv=None) -> int:
     """The command line: `python -m nanogpt.train --help`; exit status 130 when interrupted."""
-    return cli.run(lambda args: 130 if train(config_from_namespace(args))["interrupted"] else 0,
+    return cli.invoke(lambda args: 130 if train(config_from_namespace(args))["interrupted"] else 0,
                    build_parser(), argv)
 
 

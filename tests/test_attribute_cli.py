@@ -1,9 +1,9 @@
-"""The command line `python -m nanogpt.attribute`: generate, attribute, print, write HTML."""
+"""The command line `python -m nanogpt.attribution.cli`: generate, attribute, print, write HTML."""
 
 import pytest
 
-from nanogpt.attribute import main
-from nanogpt.attribution import Attribution
+from nanogpt.attribution.cli import main
+from nanogpt.attribution.result import Attribution
 
 
 @pytest.fixture

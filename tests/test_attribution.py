@@ -7,13 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nanogpt.attribution import (
-    RULES,
-    attribute,
-    attribute_loop,
-    attribute_text,
-    quadrature,
-)
+from nanogpt.attribution.methods import attribute, attribute_loop, attribute_text
+from nanogpt.attribution.paths import RULES, quadrature
 from nanogpt.errors import UserError
 from nanogpt.gpt import GPT, GPTConfig
 from nanogpt.tokenizer import CharTokenizer

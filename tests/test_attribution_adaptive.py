@@ -5,7 +5,8 @@ import pytest
 import torch
 from test_attribution import TEXT, CumulativeLinearLM, tiny_gpt, trained  # noqa: F401  (a fixture)
 
-from nanogpt.attribution import FIRST_PIECES, SEGMENT_STEPS, attribute, attribute_text
+from nanogpt.attribution.methods import attribute, attribute_text
+from nanogpt.attribution.paths import FIRST_PIECES, SEGMENT_STEPS
 
 FIRST = SEGMENT_STEPS * FIRST_PIECES  # the points every target starts with
 

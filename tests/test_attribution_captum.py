@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanogpt.attribution import attribute
+from nanogpt.attribution.methods import attribute
 from nanogpt.gpt import GPT, GPTConfig
 
 captum_attr = pytest.importorskip("captum.attr")

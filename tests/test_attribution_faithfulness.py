@@ -4,8 +4,7 @@ import numpy as np
 import torch
 from test_attribution import TEXT, CumulativeLinearLM, tiny_gpt, trained  # noqa: F401  (a fixture)
 
-from nanogpt.attribution import attribute
-from nanogpt.attribution_faithfulness import (
+from nanogpt.attribution.faithfulness import (
     faithfulness,
     perturbation_curves,
     rank_agreement,
@@ -13,6 +12,7 @@ from nanogpt.attribution_faithfulness import (
     reinitialized,
     spearman,
 )
+from nanogpt.attribution.methods import attribute
 
 IDS = torch.tensor([0, 3, 1, 5, 2, 2, 4, 0, 1, 3, 5])
 

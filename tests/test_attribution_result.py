@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt.attribution import Attribution, attribute_text
+from nanogpt.attribution.methods import attribute_text
+from nanogpt.attribution.result import Attribution
 from nanogpt.errors import UserError
 from nanogpt.gpt import GPT, GPTConfig
 from nanogpt.tokenizer import CharTokenizer

@@ -12,8 +12,9 @@ import torch
 from test_attribution import tiny_gpt
 from test_attribution_result import small_result
 
-from nanogpt.attribution import Attribution, compare_methods
-from nanogpt.attribution_views import html_page, plot_methods, top_contributors, visible
+from nanogpt.attribution.methods import compare_methods
+from nanogpt.attribution.result import Attribution
+from nanogpt.attribution.views import html_page, plot_methods, top_contributors, visible
 
 
 def test_html_renders_markup_characters_as_text():

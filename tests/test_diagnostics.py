@@ -12,8 +12,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanogpt import diagnostics as D
-from nanogpt import diagnostics_plots as P
+from nanogpt.diagnostics import health, record
+from nanogpt.diagnostics import monitor as lens_monitor
+from nanogpt.diagnostics import plots as P
+from nanogpt.diagnostics.health import MAX_SATURATION, check_snapshot, check_training, median_update
+from nanogpt.diagnostics.monitor import Monitor, snapshot
+from nanogpt.diagnostics.record import History
+from nanogpt.diagnostics.stats import histogram
 from nanogpt.gpt import GPT, GPTConfig
 from nanogpt.mlp import MLP, Linear, MLPConfig
 
@@ -71,28 +76,28 @@ def train_steps(model, monitor, lr, steps, seed=2, clip=0.0, params=None):
 def test_saturation_rises_when_first_layer_weights_are_scaled_up_five_times():
     model = deep_mlp()
     x, y = batch()
-    before = saturations(D.snapshot(model, x, y))
+    before = saturations(snapshot(model, x, y))
     first = next(m for m in model.modules() if isinstance(m, Linear))
     with torch.no_grad():
         first.weight *= 5
-    after = saturations(D.snapshot(model, x, y))
+    after = saturations(snapshot(model, x, y))
     assert after[0] > before[0] + 0.2
     assert np.mean(after) > np.mean(before)
 
 
 def test_kaiming_init_has_less_saturation_than_naive_init():
     x, y = batch()
-    naive = saturations(D.snapshot(deep_mlp("naive"), x, y))
-    kaiming = saturations(D.snapshot(deep_mlp("kaiming"), x, y))
+    naive = saturations(snapshot(deep_mlp("naive"), x, y))
+    kaiming = saturations(snapshot(deep_mlp("kaiming"), x, y))
     assert min(naive) > 0.5  # N(0, 1) weights: most units stuck at +-1
     assert max(kaiming) < min(naive) / 2
-    assert np.mean(kaiming) < D.MAX_SATURATION * 2
+    assert np.mean(kaiming) < MAX_SATURATION * 2
 
 
 def test_every_histogram_counts_every_element():
     model = deep_mlp()
     x, y = batch(50)
-    snap = D.snapshot(model, x, y)
+    snap = snapshot(model, x, y)
     for s in snap.layers.values():
         assert s.hist.counts.sum() == 50 * 48
         assert s.grad_hist.counts.sum() == 50 * 48
@@ -100,14 +105,14 @@ def test_every_histogram_counts_every_element():
     for w in snap.weights.values():
         assert w.hist.counts.sum() == params[w.name].numel()
     extreme = torch.tensor([-1e30, -math.inf, math.nan, 0.0, 1e30, math.inf, 3.0])
-    hist = D.histogram(extreme, span=1.0)
+    hist = histogram(extreme, span=1.0)
     assert hist.counts.sum() == 7 and hist.counts[0] == 2 and hist.counts[-1] == 4
     assert len(hist.edges) == len(hist.counts) + 1 and hist.edges[0] == -math.inf
 
 
 def test_update_ratio_matches_a_hand_computation_on_one_sgd_step():
     model = Net(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
-    monitor = D.Monitor(model, every=1, log=lambda _: None)
+    monitor = Monitor(model, every=1, log=lambda _: None)
     x = torch.randn(8, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     y = torch.arange(8) % 3
     lr = 0.1
@@ -127,7 +132,7 @@ def test_update_ratio_matches_a_hand_computation_on_one_sgd_step():
 def test_grad_data_ratio_is_gradient_std_over_weight_std():
     model = Net(nn.Linear(6, 4))
     x, y = torch.randn(10, 6, dtype=torch.float64), torch.arange(10) % 4
-    snap = D.snapshot(model, x, y)
+    snap = snapshot(model, x, y)
     model(x, y)[1].backward()
     w = model.net[0].weight
     expected = w.grad.std(correction=0) / w.detach().std(correction=0)
@@ -141,8 +146,8 @@ def test_dead_units_follow_the_stated_rules():
         with torch.no_grad():
             model.net[0].bias[:3] = -100.0  # half the units never open
     x, y = torch.randn(20, 4, dtype=torch.float64), torch.arange(20) % 2
-    assert D.snapshot(relu, x, y).layers["net.1"].dead == pytest.approx(0.5)
-    assert D.snapshot(gelu, x, y).layers["net.1"].dead == pytest.approx(0.5)
+    assert snapshot(relu, x, y).layers["net.1"].dead == pytest.approx(0.5)
+    assert snapshot(gelu, x, y).layers["net.1"].dead == pytest.approx(0.5)
 
 
 def test_gpt_tracks_attention_mlp_and_gelu_outputs_of_every_block():
@@ -150,7 +155,7 @@ def test_gpt_tracks_attention_mlp_and_gelu_outputs_of_every_block():
     model = GPT(cfg).double()
     g = torch.Generator().manual_seed(0)
     x, y = torch.randint(0, 11, (3, 8), generator=g), torch.randint(0, 11, (3, 8), generator=g)
-    snap = D.snapshot(model, x, y)
+    snap = snapshot(model, x, y)
     kinds = [(name, s.kind) for name, s in snap.layers.items()]
     assert kinds == [("blocks.0.attn", "attention"), ("blocks.0.mlp", "mlp"), ("blocks.0.mlp.gelu", "gelu"),
                      ("blocks.1.attn", "attention"), ("blocks.1.mlp", "mlp"), ("blocks.1.mlp.gelu", "gelu")]
@@ -162,7 +167,7 @@ def test_gpt_tracks_attention_mlp_and_gelu_outputs_of_every_block():
 def test_snapshot_leaves_no_hooks_gradients_or_changed_batchnorm_statistics():
     model = deep_mlp(batchnorm=True)
     buffers = {n: b.clone() for n, b in model.named_buffers()}
-    D.snapshot(model, *batch())
+    snapshot(model, *batch())
     assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
     assert all(p.grad is None for p in model.parameters())
     assert all(not m._forward_hooks for m in model.modules())
@@ -170,7 +175,7 @@ def test_snapshot_leaves_no_hooks_gradients_or_changed_batchnorm_statistics():
 
 def test_monitor_measures_early_steps_and_every_nth_then_removes_its_hooks():
     model = deep_mlp()
-    monitor = D.Monitor(model, every=4, log=lambda _: None)
+    monitor = Monitor(model, every=4, log=lambda _: None)
     train_steps(model, monitor, lr=0.1, steps=13)
     assert [s.step for s in monitor.history.snapshots] == [0, 1, 2, 4, 5, 8, 10, 12]
     assert len(monitor.history.steps) == 13 and monitor.history.updates().shape == (13, 6)
@@ -179,7 +184,7 @@ def test_monitor_measures_early_steps_and_every_nth_then_removes_its_hooks():
 
 def test_only_the_first_micro_batch_of_a_step_is_measured():
     model = Net(nn.Linear(3, 4), nn.Tanh())
-    monitor = D.Monitor(model, every=1, log=lambda _: None)
+    monitor = Monitor(model, every=1, log=lambda _: None)
     small, large = torch.zeros(5, 3, dtype=torch.float64), torch.full((5, 3), 9.0, dtype=torch.float64)
     monitor.start_step(0)
     model(small)[0].sum().backward()
@@ -196,7 +201,7 @@ def test_activation_gradients_are_measured_as_if_the_loss_were_not_divided_by_gr
     snaps = []
     for grad_accum in (1, k):
         model = deep_mlp()
-        monitor = D.Monitor(model, every=1, log=lambda _: None, grad_accum=grad_accum)
+        monitor = Monitor(model, every=1, log=lambda _: None, grad_accum=grad_accum)
         monitor.start_step(0)
         for _ in range(grad_accum):  # the same batch each time: .grad ends up that batch's gradient
             (model(x, y)[1] / grad_accum).backward()
@@ -216,7 +221,7 @@ def test_grad_accum_must_be_at_least_one():
     from nanogpt.errors import UserError
 
     with pytest.raises(UserError, match="at least 1"):
-        D.Monitor(Net(nn.Linear(2, 2)), grad_accum=0)
+        Monitor(Net(nn.Linear(2, 2)), grad_accum=0)
 
 
 def test_a_weight_that_took_no_step_has_no_update_ratio():
@@ -224,22 +229,22 @@ def test_a_weight_that_took_no_step_has_no_update_ratio():
     # would make the median -inf and the health report cry "learning rate too low"
     model = deep_mlp()
     first = next(m for m in model.modules() if isinstance(m, Linear))
-    monitor = D.Monitor(model, every=5, log=lambda _: None)
+    monitor = Monitor(model, every=5, log=lambda _: None)
     train_steps(model, monitor, lr=0.1, steps=12, params=first.parameters())
     updates = monitor.history.updates()  # (12, 6)
     moved = monitor.history.weight_names.index("net.layers.2.weight")
     assert np.isfinite(updates[:, moved]).all()
     assert np.isnan(np.delete(updates, moved, axis=1)).all()
-    assert D.median_update(monitor.history) == pytest.approx(np.median(updates[:, moved]))
+    assert median_update(monitor.history) == pytest.approx(np.median(updates[:, moved]))
     assert not [p for p in monitor.finish() if p.check == "update"]
 
 
 def test_the_update_check_ignores_minus_inf_saved_by_older_runs():
-    history = D.History(["a", "b", "c"], steps=list(range(10)), loss=[1.0] * 10, lr=[0.1] * 10,
+    history = History(["a", "b", "c"], steps=list(range(10)), loss=[1.0] * 10, lr=[0.1] * 10,
                         grad_norm=[1.0] * 10, clipped=[False] * 10,
                         update_ratio=[np.array([-3.0, -np.inf, -np.inf])] * 10)
-    assert D.median_update(history) == -3.0
-    assert not [p for p in D.check_training(history) if p.check == "update"]
+    assert median_update(history) == -3.0
+    assert not [p for p in check_training(history) if p.check == "update"]
 
 
 # ----------------------------------------------------------------------------- warnings
@@ -249,7 +254,7 @@ def test_the_update_check_ignores_minus_inf_saved_by_older_runs():
 def test_learning_rate_far_off_triggers_the_update_warning(lr, words):
     model = deep_mlp()
     messages = []
-    monitor = D.Monitor(model, every=5, log=messages.append)
+    monitor = Monitor(model, every=5, log=messages.append)
     train_steps(model, monitor, lr=lr, steps=12)
     problems = monitor.finish()
     assert any(p.check == "update" and words in p.message for p in problems)
@@ -258,16 +263,16 @@ def test_learning_rate_far_off_triggers_the_update_warning(lr, words):
 
 def test_a_good_learning_rate_passes_the_update_check():
     model = deep_mlp()
-    monitor = D.Monitor(model, every=5, log=lambda _: None)
+    monitor = Monitor(model, every=5, log=lambda _: None)
     train_steps(model, monitor, lr=0.1, steps=12)
-    assert -4 < D.median_update(monitor.history) < -2
+    assert -4 < median_update(monitor.history) < -2
     assert not [p for p in monitor.finish() if p.check in ("update", "nan")]
 
 
 def test_saturated_tanh_is_warned_about_during_training():
     messages = []
     model = deep_mlp("naive")
-    train_steps(model, D.Monitor(model, every=10, log=messages.append), lr=0.01, steps=2)
+    train_steps(model, Monitor(model, every=10, log=messages.append), lr=0.01, steps=2)
     assert any("warning at step 0" in m and "saturated" in m for m in messages)
 
 
@@ -281,18 +286,18 @@ def test_activation_std_collapsing_with_depth_is_reported():
             lin.weight *= 0.3  # each layer shrinks the signal
             lin.bias.zero_()
     x, y = torch.randn(32, 16, dtype=torch.float64), torch.arange(32) % 3
-    assert [p.where for p in D.check_snapshot(D.snapshot(model, x, y)) if p.check == "depth"] == ["tanh"]
+    assert [p.where for p in check_snapshot(snapshot(model, x, y)) if p.check == "depth"] == ["tanh"]
 
 
 def test_a_head_scaled_down_at_init_stands_out_in_grad_data():
     # makemore part 3: the output layer, multiplied by 0.01 at init, learns far faster at first
-    problems = D.check_snapshot(D.snapshot(deep_mlp(), *batch()))
+    problems = check_snapshot(snapshot(deep_mlp(), *batch()))
     assert [p.where for p in problems if p.check == "grad_data"] == ["net.layers.10.weight"]
 
 
 def test_nan_loss_and_constant_clipping_are_reported():
     model = deep_mlp()
-    monitor = D.Monitor(model, every=1, log=lambda _: None)
+    monitor = Monitor(model, every=1, log=lambda _: None)
     train_steps(model, monitor, lr=0.1, steps=3, clip=1e-6)
     monitor.after_update(3, loss=math.nan, lr=0.1, grad_norm=1.0, clipped=True)
     checks = {p.check for p in monitor.finish()}
@@ -300,7 +305,7 @@ def test_nan_loss_and_constant_clipping_are_reported():
 
 
 def test_clipping_is_worked_out_from_the_threshold_when_not_given():
-    monitor = D.Monitor(Net(nn.Linear(2, 2)), every=1, log=lambda _: None)
+    monitor = Monitor(Net(nn.Linear(2, 2)), every=1, log=lambda _: None)
     for step, norm in enumerate((0.5, 2.0)):
         monitor.after_update(step, loss=torch.tensor(1.0), lr=0.1, grad_norm=torch.tensor(norm),
                              grad_clip=1.0)
@@ -313,7 +318,7 @@ def test_every_must_be_at_least_one():
     from nanogpt.errors import UserError
 
     with pytest.raises(UserError, match="at least 1"):
-        D.Monitor(Net(nn.Linear(2, 2)), every=0)
+        Monitor(Net(nn.Linear(2, 2)), every=0)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -321,14 +326,14 @@ def test_every_must_be_at_least_one():
 
 def test_finish_writes_data_report_and_plots_that_load_back(tmp_path):
     model = deep_mlp(batchnorm=True)
-    monitor = D.Monitor(model, every=3, log=lambda _: None)
+    monitor = Monitor(model, every=3, log=lambda _: None)
     train_steps(model, monitor, lr=0.1, steps=4)
     monitor.finish(tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
     assert {"diagnostics.npz", "health.txt", "update_ratios.png", "training.png",
             "activations_step0.png", "activation_grads_step3.png", "weight_grads_step3.png"} <= names
     assert "OK" in (tmp_path / "health.txt").read_text()
-    loaded, saved = D.History.load(tmp_path), monitor.history
+    loaded, saved = History.load(tmp_path), monitor.history
     assert loaded.steps == saved.steps and loaded.weight_names == saved.weight_names
     np.testing.assert_allclose(loaded.updates(), saved.updates())
     for a, b in zip(loaded.snapshots, saved.snapshots, strict=True):
@@ -339,7 +344,7 @@ def test_finish_writes_data_report_and_plots_that_load_back(tmp_path):
 
 def test_plots_return_figures_and_print_the_numbers_they_draw(capsys):
     model = deep_mlp()
-    monitor = D.Monitor(model, every=1, log=lambda _: None)
+    monitor = Monitor(model, every=1, log=lambda _: None)
     train_steps(model, monitor, lr=0.1, steps=2)
     snap = monitor.history.snapshots[-1]
     for plot in (P.plot_activations, P.plot_activation_grads, P.plot_weight_grads):
@@ -351,14 +356,14 @@ def test_plots_return_figures_and_print_the_numbers_they_draw(capsys):
 
 # ----------------------------------------------------------------------------- layout
 
-LENS = ["diagnostics_stats", "diagnostics_history", "diagnostics_health", "diagnostics_plots", "diagnostics"]
+LENS = ["stats", "record", "health", "plots", "monitor"]
 
 
 def test_the_lens_modules_import_only_those_below_them():
-    package = Path(D.__file__).parent
+    package = Path(lens_monitor.__file__).parent
     for i, module in enumerate(LENS):
         tree = ast.parse((package / f"{module}.py").read_text())
-        imported = {node.module.removeprefix("nanogpt.") for node in ast.walk(tree)
+        imported = {node.module.removeprefix("nanogpt.diagnostics.") for node in ast.walk(tree)
                     if isinstance(node, ast.ImportFrom) and node.module}
         assert imported & set(LENS) <= set(LENS[:i]), module
 
@@ -368,8 +373,8 @@ def test_every_name_the_lectures_use_is_where_they_import_it_from():
     notebooks = [p for p in sorted(lectures.rglob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts]
     code = "\n".join("".join(cell["source"]) for path in notebooks
                      for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code")
-    used = {(alias, name) for alias, name in re.findall(r"\b(diag|plots)\.([A-Za-z_]\w*)", code)}
-    assert ("diag", "snapshot") in used  # the lectures still say diag. and plots.
-    missing = [f"{alias}.{name}" for alias, name in sorted(used)
-               if not hasattr({"diag": D, "plots": P}[alias], name)]
+    modules = {"monitor": lens_monitor, "plots": P, "health": health, "record": record}
+    used = set(re.findall(r"\b(monitor|plots|health|record)\.([A-Za-z_]\w*)", code))
+    assert ("monitor", "snapshot") in used  # the lectures say monitor., plots., health., record.
+    missing = [f"{alias}.{name}" for alias, name in sorted(used) if not hasattr(modules[alias], name)]
     assert not missing

@@ -7,9 +7,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from nanogpt import exercises as ex
+from nanogpt.course import exercises as ex
+from nanogpt.course.notebooks import LECTURES, client, lecture_paths, smoke_env
 from nanogpt.errors import UserError
-from nanogpt.notebooks import LECTURES, client, lecture_paths, smoke_env
 
 SOLUTIONS = lecture_paths()
 RAISE = f'raise NotImplementedError("{ex.HINT}")'
@@ -204,7 +204,7 @@ def test_each_check_fails_on_its_stub_and_passes_on_its_solution(solution):
     assert "mode: smoke" in "".join(o.get("text", "") for o in first.outputs)
 
 
-# --- python -m nanogpt.exercises check ----------------------------------------------------------------
+# --- python -m nanogpt.course.exercises check ---------------------------------------------------------
 
 def test_check_says_ok_not_yet_or_stub_per_exercise(tmp_path):
     (tmp_path / "solutions").mkdir()
@@ -251,4 +251,4 @@ def test_check_of_an_unknown_lecture_is_a_one_line_error(capsys):
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as stop:
         ex.main(argv)
-    assert stop.value.code == 0 and "usage: python -m nanogpt.exercises" in capsys.readouterr().out
+    assert stop.value.code == 0 and "usage: python -m nanogpt.course.exercises" in capsys.readouterr().out

@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 
 from nanogpt.config import config_from_args, preset
-from nanogpt.ladder import QUIET, ROWS, command_for, gpt_row, main
+from nanogpt.course.ladder import QUIET, ROWS, command_for, gpt_row, main
 
 
 @pytest.fixture(scope="module")

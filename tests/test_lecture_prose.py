@@ -30,9 +30,9 @@ digits as the prose gives them. The rule in detail:
   Prefer printing: a quoted number is one the suite cannot keep true.
 
 Readable figures. The lectures' PNGs cannot be measured, so the rule is enforced where the sizes
-are written: `nanogpt.notebooks.plot_style` (applied by `banner()`, the first line of every lecture)
+are written: `nanogpt.course.notebooks.plot_style` (applied by `banner()`, the first line of every lecture)
 sets every font size of matplotlib's rcParams to at least 8 pt; and no code cell of a solution
-notebook, and no module that draws for them (nanogpt/*plots*.py, nanogpt/attribution_views.py),
+notebook, and no module that draws for them (nanogpt/diagnostics/plots.py, nanogpt/attribution/views.py),
 sets a font size below 8 pt: fontsize=, size=, labelsize=, titlesize=, set_fontsize(), rcParams
 font keys, or the named sizes 'xx-small' and 'x-small' (and 'small' should the base size fall
 below 9.6 pt, where 'small', 0.833 of it, is under 8).
@@ -47,11 +47,12 @@ from pathlib import Path
 
 import pytest
 
-from nanogpt.notebooks import FONT_SIZES, MIN_FONT_PT, SOLUTIONS, banner, lecture_paths, plot_style
+from nanogpt.course.notebooks import FONT_SIZES, MIN_FONT_PT, SOLUTIONS, banner, lecture_paths, plot_style
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = lecture_paths()
-DRAWING_MODULES = sorted(ROOT.glob("nanogpt/*plots*.py")) + [ROOT / "nanogpt" / "attribution_views.py"]
+DRAWING_MODULES = [ROOT / "nanogpt" / "diagnostics" / "plots.py",
+                   ROOT / "nanogpt" / "attribution" / "views.py"]
 QUOTED = "prose_numbers_quoted"  # the notebook-metadata key of deliberate quotes, under "nanogpt"
 
 # --- numbers in prose --------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from nanogpt.course.exercises import main
+from nanogpt.course.notebooks import LECTURES, SOLUTIONS, banner, lecture_paths, pick
 from nanogpt.errors import UserError
-from nanogpt.notebooks import LECTURES, SOLUTIONS, banner, lecture_paths, main, pick
 
 LECTURE_PATHS = lecture_paths()
 EXPECTED = ["00_micrograd", "01_bigram", "02_mlp", "03_activations_batchnorm", "04_manual_backprop",
@@ -42,7 +43,7 @@ def test_lecture_prefixes_select_and_an_unknown_one_is_a_user_error():
 
 
 def test_make_notebooks_with_an_unknown_lecture_is_a_one_line_error(capsys):
-    assert main(["99"]) == 2
+    assert main(["refresh", "99"]) == 2
     assert capsys.readouterr().err.startswith("error: no lecture matches 99 (the lectures: ")
 
 

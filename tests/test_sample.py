@@ -5,7 +5,7 @@ from nanogpt.config import preset
 from nanogpt.errors import UserError
 from nanogpt.gpt import GPT, GPTConfig
 from nanogpt.sample import (
-    Decoder,
+    NextTokenLogits,
     apply_temperature,
     context_window,
     generate,
@@ -50,10 +50,10 @@ def test_window_with_keep_equal_to_block_size_is_nanogpt_crop():
 def test_decoder_with_full_keep_matches_nanogpt_crop_logits():
     m = tiny_gpt(block_size=8)
     idx = torch.randint(VOCAB, (2, 30), generator=seeded())
-    decoder = Decoder(m, keep=8)
+    next_logits = NextTokenLogits(m, keep=8)
     for t in range(1, 31):
         expected = m(idx[:, :t][:, -8:])[0][:, -1]  # nanoGPT: crop, run, take the last position
-        assert torch.allclose(decoder(idx[:, :t]), expected, atol=1e-12)
+        assert torch.allclose(next_logits(idx[:, :t]), expected, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- the KV cache
@@ -63,7 +63,7 @@ def test_decoder_with_full_keep_matches_nanogpt_crop_logits():
 def test_cached_logits_match_uncached_at_every_step_past_block_size(keep):
     m = tiny_gpt(block_size=16, dtype=torch.float32)
     idx = torch.randint(VOCAB, (3, 70), generator=seeded())  # several window restarts
-    cached, uncached = Decoder(m, keep=keep), Decoder(m, keep=keep, use_cache=False)
+    cached, uncached = NextTokenLogits(m, keep=keep), NextTokenLogits(m, keep=keep, use_cache=False)
     for t in range(1, 71):
         a, b = cached(idx[:, :t]), uncached(idx[:, :t])
         assert (a - b).abs().max() < 1e-5, f"step {t}"
@@ -71,12 +71,12 @@ def test_cached_logits_match_uncached_at_every_step_past_block_size(keep):
 
 def test_cache_is_rebuilt_only_when_the_window_restarts():
     m = tiny_gpt(block_size=16)
-    decoder, idx = Decoder(m, keep=4), torch.zeros(1, 40, dtype=torch.long)
+    next_logits, idx = NextTokenLogits(m, keep=4), torch.zeros(1, 40, dtype=torch.long)
     caches = []
     for t in range(1, 41):
-        decoder(idx[:, :t])
-        assert decoder.cache.length == t - context_window(t, 16, 4) <= 16
-        caches.append(decoder.cache)
+        next_logits(idx[:, :t])
+        assert next_logits.cache.length == t - context_window(t, 16, 4) <= 16
+        caches.append(next_logits.cache)
     rebuilds = sum(caches[i] is not caches[i - 1] for i in range(1, len(caches)))
     assert rebuilds == 2  # at 17 (width back to 4) and at 30 (16 - 4 + 1 = 13 steps later)
 

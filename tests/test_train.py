@@ -219,7 +219,7 @@ def test_a_confident_init_is_warned_about(tmp_path, capsys):
 
 
 def test_diagnostics_hook_into_the_loop(tmp_path):
-    pytest.importorskip("nanogpt.diagnostics")
+    pytest.importorskip("nanogpt.diagnostics.monitor")
     train(tiny(tmp_path, max_iters=4, eval_interval=4, diag=True, diag_every=2), progress=False)
     assert (tmp_path / "diagnostics.npz").is_file() and (tmp_path / "health.txt").is_file()
 

@@ -9,20 +9,10 @@ Makemore part 3 looks inside a network while it trains; this lens does the same 
   updates    log10(std(change the optimizer step made) / std(weight)), every step
   globally   loss, gradient norm before clipping, clip events, learning rate
 
-Two ways in, both here. The engine (`python -m nanogpt.train --diag`) drives a `Monitor` through
-five hooks and calls `finish(out_dir)`, which writes diagnostics.npz, PNGs and health.txt. A notebook
-calls `snapshot(model, x, y)` and draws it with the `plot_*` functions of `diagnostics_plots`, which
-print the numbers they draw.
-
-The lens in five files, each importing only those above it in this list:
-
-  diagnostics_stats     the numbers of one step: histograms, layer, weight and update statistics
-  diagnostics_history   a run's numbers (History), saved to and loaded from one .npz file
-  diagnostics_health    the checks on those numbers, and the health report
-  diagnostics_plots     pictures of them, each printing the numbers it draws
-  diagnostics           this file: the Monitor and snapshot, which gather the numbers
-
-The names a lecture uses are importable from here too (`diag.History`, `diag.layer_stats`, ...).
+Two ways in. The engine (`python -m nanogpt.train --diag`) drives a `Monitor` through five hooks
+and calls `finish(out_dir)`, which writes diagnostics.npz, PNGs and health.txt. A notebook calls
+`snapshot(model, x, y)` and draws it with the `plot_*` functions of plots.py, which print the
+numbers they draw. (The lens's files: nanogpt/diagnostics/__init__.py.)
 
 Staying cheap: hooks exist only on tracked steps (EARLY_STEPS and every `every`-th step), and a
 histogram is a fixed set of counts, not a copy of the tensor. Only the update ratios are taken on
@@ -37,48 +27,24 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from nanogpt.diagnostics_health import (
-    CHECKS,
-    MAX_SATURATION,
-    UPDATE_GUIDE,
-    UPDATE_RANGE,
+from nanogpt.diagnostics.health import (
     UPDATE_WINDOW,
     Problem,
     check,
     check_snapshot,
     check_training,
     health_report,
-    median_update,
 )
-from nanogpt.diagnostics_history import History
-from nanogpt.diagnostics_stats import (
-    SATURATED,
-    Histogram,
-    LayerStats,
+from nanogpt.diagnostics.record import History
+from nanogpt.diagnostics.stats import (
     Snapshot,
-    WeightStats,
     add_grad_stats,
-    histogram,
-    layer_line,
     layer_stats,
     tracked_layers,
     update_ratios,
-    weight_line,
     weight_stats,
 )
 from nanogpt.errors import UserError
-
-__all__ = [  # the front door: what the engine and the lectures use, wherever it is defined
-    "EARLY_STEPS", "Monitor", "snapshot",
-    # diagnostics_stats
-    "SATURATED", "Histogram", "LayerStats", "Snapshot", "WeightStats", "add_grad_stats", "histogram",
-    "layer_line", "layer_stats", "tracked_layers", "update_ratios", "weight_line", "weight_stats",
-    # diagnostics_history
-    "History",
-    # diagnostics_health
-    "CHECKS", "MAX_SATURATION", "UPDATE_GUIDE", "UPDATE_RANGE", "UPDATE_WINDOW", "Problem", "check",
-    "check_snapshot", "check_training", "health_report", "median_update",
-]
 
 EARLY_STEPS = (0, 1, 2, 5, 10, 20, 50)  # always tracked: the first steps change the most
 
@@ -194,7 +160,7 @@ class Monitor:
             out.mkdir(parents=True, exist_ok=True)
             history.save(out / "diagnostics.npz")
             (out / "health.txt").write_text(report + "\n")
-            from nanogpt.diagnostics_plots import save_figures  # matplotlib only when PNGs are asked for
+            from nanogpt.diagnostics.plots import save_figures  # matplotlib only when PNGs are asked for
 
             save_figures(history, out)
             self.log(f"diagnostics: wrote diagnostics.npz, health.txt and plots to {out}")

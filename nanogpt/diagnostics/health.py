@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nanogpt.diagnostics_history import History
-from nanogpt.diagnostics_stats import Snapshot
+from nanogpt.diagnostics.record import History
+from nanogpt.diagnostics.stats import Snapshot
 
 # ----------------------------------------------------------------------------- health thresholds
 

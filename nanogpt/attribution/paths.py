@@ -18,8 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nanogpt.attribution_result import ABS_TOLERANCE, COMPLETENESS_TOLERANCE, describe
 from nanogpt.errors import UserError
+
+COMPLETENESS_TOLERANCE = 0.05  # |delta| above this share of |dF|: the scores are partly quadrature noise
+ABS_TOLERANCE = 1e-3  # ... and above this in absolute terms, for targets whose dF is near zero
 
 METHODS = ("ig", "saliency", "grad-input", "occlusion")
 TARGETS = ("logprob", "prob", "logit")
@@ -269,3 +271,12 @@ def path_values(model, ids, targets, row_target, row_alpha, plan: Plan, row_mask
         mask = None if row_mask is None else row_mask[rows, :windows.shape[1]]
         out[rows] = values(model, windows, reads, ids[t_all[ti]], row_alpha[rows], plan, mask)
     return out
+
+
+def describe(positions) -> str:
+    """A short description of a set of positions, such as '5..200' or '7'."""
+    positions = list(positions)
+    if not positions:
+        return "none"
+    lo, hi = min(positions), max(positions)
+    return str(lo) if lo == hi else f"{lo}..{hi}"

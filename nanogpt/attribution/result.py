@@ -4,7 +4,7 @@ An `Attribution` holds, for each target position t, one score per context positi
 real input and at the baseline, and how the path integral was done: the quadrature points each
 target used (`steps_used`) and, when it was integrated to a tolerance, which targets hit the cap
 of work before reaching it (`capped`). It shows itself (terminal, HTML, figure) through
-attribution_views.py, and saves and loads itself (.npz or .json).
+views.py, and saves and loads itself (.npz or .json).
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nanogpt.attribution.paths import ABS_TOLERANCE, COMPLETENESS_TOLERANCE, describe
+from nanogpt.attribution.views import html_page, html_view, plot_matrix, terminal_view
 from nanogpt.errors import UserError
-
-COMPLETENESS_TOLERANCE = 0.05  # |delta| above this share of |dF|: the scores are partly quadrature noise
-ABS_TOLERANCE = 1e-3  # ... and above this in absolute terms, for targets whose dF is near zero
 
 
 @dataclass
@@ -142,17 +141,13 @@ class Attribution:
         except (KeyError, ValueError) as e:
             raise UserError(f"{path} is not an attribution result written by save ({e})") from None
 
-    # The views live in attribution_views.py; these are shortcuts to them.
+    # The views live in views.py; these are shortcuts to them.
     def to_terminal(self, t: int | None = None, color: bool | None = None, top: int = 3) -> str:
         """The text coloured by the scores for target t (default: the last), then a summary."""
-        from nanogpt.attribution_views import terminal_view
-
         return terminal_view(self, t, color=color, top=top)
 
     def to_html(self, t: int | None = None) -> str:
         """A self-contained HTML heat map: hover or click a character to see its context."""
-        from nanogpt.attribution_views import html_view
-
         return html_view(self, t)
 
     def _repr_html_(self) -> str:
@@ -160,14 +155,11 @@ class Attribution:
 
     def save_html(self, path, t: int | None = None) -> None:
         """Write the HTML view to a file, as a whole page."""
-        from nanogpt.attribution_views import html_page
 
         Path(path).write_text(html_page(self, t), encoding="utf-8")
 
     def plot(self, ax=None):
         """The (T, L) score matrix as a matplotlib Figure."""
-        from nanogpt.attribution_views import plot_matrix
-
         return plot_matrix(self, ax=ax)
 
 
@@ -176,11 +168,3 @@ def check_save_path(path) -> None:
     if Path(path).suffix not in (".npz", ".json"):
         raise UserError(f"save to a .npz or .json file, not {Path(path).name!r}")
 
-
-def describe(positions) -> str:
-    """A short description of a set of positions, such as '5..200' or '7'."""
-    positions = list(positions)
-    if not positions:
-        return "none"
-    lo, hi = min(positions), max(positions)
-    return str(lo) if lo == hi else f"{lo}..{hi}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanogpt.diagnostics_stats import HIST_BINS, Histogram, LayerStats, Snapshot, WeightStats
+from nanogpt.diagnostics.stats import HIST_BINS, Histogram, LayerStats, Snapshot, WeightStats
 from nanogpt.errors import UserError
 
 

@@ -18,7 +18,7 @@ it misses, delta = sum_s IG_s - (F(x) - F(b)), comes back with every target.
 Two ways to integrate. `steps=N` alone is the fixed rule: N points (Gauss-Legendre by default)
 for every target, the reference and the way to teach it. Otherwise (the default, or `tol=`
 given) each target is integrated to a tolerance, |delta| <= max(tol * |dF|, abs_tol), by
-halving only the pieces of its path that miss (attribution_adaptive.py): completeness measures
+halving only the pieces of its path that miss (integration.py): completeness measures
 each piece's error exactly, one forward pass per new point. Each target's points used, and
 which targets stopped at the cap `max_steps`, travel with the result.
 
@@ -29,7 +29,7 @@ that walk from the mean embedding (or a character) instead.
 
 Speed. The textbook way runs one integrated-gradients computation per character
 (`attribute_loop`, kept as the reference). `attribute` instead lines up every (alpha, target)
-pair as one row of a batch (attribution_paths.py). Both do the same arithmetic; the batched path
+pair as one row of a batch (paths.py). Both do the same arithmetic; the batched path
 saves what fewer, larger passes save (bench/bench_attribution.py).
 """
 
@@ -37,36 +37,21 @@ from __future__ import annotations
 
 import torch
 
-from nanogpt.attribution_adaptive import integrate
-from nanogpt.attribution_paths import (  # noqa: F401  (the lens's names, importable from here)
-    AGGREGATES,
-    FIRST_PIECES,
+from nanogpt.attribution.integration import integrate
+from nanogpt.attribution.paths import (
     FIXED_STEPS,
-    MAX_STEPS,
-    METHODS,
-    RULES,
-    SEGMENT_STEPS,
-    TARGETS,
     Plan,
     check_inputs,
     eval_mode,
     gradient_sums,
     gradients,
-    integration,
     make_plan,
-    path_points,
     path_values,
-    quadrature,
     scores_from_gradient,
-    target_value,
     values,
 )
-from nanogpt.attribution_result import (  # noqa: F401
-    ABS_TOLERANCE,
-    COMPLETENESS_TOLERANCE,
+from nanogpt.attribution.result import (
     Attribution,
-    check_save_path,
-    describe,
 )
 from nanogpt.errors import UserError
 

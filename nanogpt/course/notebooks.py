@@ -2,24 +2,33 @@
 
 The lectures as written, with their reference answers and their saved outputs, are the solution
 notebooks in lectures/solutions/; the learner's copies in lectures/ are generated from them
-(`python -m nanogpt.exercises build`). The lectures read one switch, the environment variable
+(`python -m nanogpt.course.exercises build`). The lectures read one switch, the environment variable
 NANOGPT_SMOKE: with it set to 1 every loop shrinks (a few iterations instead of thousands), so that
-the test suite can execute all of them in minutes. `make notebooks` runs the solution notebooks in
-full mode, saves their outputs into the files, then regenerates the learner's copies.
+the test suite can execute all of them in minutes. `make notebooks` (`python -m
+nanogpt.course.exercises refresh`) runs the solution notebooks in full mode with `execute`, saves
+their outputs into the files, then regenerates the learner's copies.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from nanogpt import cli
 from nanogpt.errors import UserError
 
-LECTURES = Path(__file__).resolve().parent.parent / "lectures"  # the learner's copies (generated)
+
+def find_lectures() -> Path:
+    """The clone's lectures/ folder: beside the package's folder (a clone, an editable install),
+    else in the current folder or one above it (the package installed with `pip install .`)."""
+    places = [Path(__file__).resolve().parents[2], Path.cwd(), *Path.cwd().parents]
+    for place in places:
+        if (place / "lectures" / "solutions").is_dir():
+            return place / "lectures"
+    return places[0] / "lectures"  # not there: lecture_paths says where it looked
+
+
+LECTURES = find_lectures()  # the learner's copies (generated)
 SOLUTIONS = LECTURES / "solutions"  # the lectures as written: reference answers and full-run outputs
 SMOKE_ENV = "NANOGPT_SMOKE"
 
@@ -68,6 +77,9 @@ def banner() -> str:
 def lecture_paths(names=None, folder: Path = SOLUTIONS) -> list[Path]:
     """The lecture notebooks of `folder` in order, or those whose file name starts with one of
     `names`; a name that matches none is a UserError."""
+    if not folder.is_dir():
+        raise UserError(f"no lectures in {folder}: the course's commands run in its clone "
+                        "(git clone the course, then run them there)")
     paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if not names:
         return paths
@@ -114,38 +126,3 @@ def execute(path: Path, smoke: bool, save_to: Path | None = None, timeout: int =
     if save_to is not None:
         nbformat.write(nb, save_to)
     return nb
-
-
-parser = cli.parser(
-    "python -m nanogpt.notebooks",
-    "Execute the solution notebooks (lectures/solutions/) and save their outputs, then regenerate\n"
-    "the learner's copies in lectures/ from them (make notebooks).")
-parser.add_argument("names", nargs="*", default=[], help="lecture prefixes, e.g. 01 05; none given: all")
-parser.add_argument("--smoke", action="store_true", help="tiny loops; save nothing, regenerate nothing")
-parser.add_argument("--force", action="store_true", help="regenerate learner copies that hold edits too")
-
-
-def work(args) -> int:
-    """Run the chosen lectures; in full mode save them and rebuild their learner copies."""
-    from nanogpt import exercises  # the generator of the learner copies, which imports this module
-
-    paths = lecture_paths(args.names)
-    if not args.smoke and not args.force:
-        exercises.refuse_to_overwrite(paths)  # before minutes of running, not after
-    for path in paths:
-        t0 = time.time()
-        print(f"running {exercises.shown(path)} ({'smoke' if args.smoke else 'full'}) ...", flush=True)
-        execute(path, smoke=args.smoke, save_to=None if args.smoke else path)
-        print(f"  done in {time.time() - t0:.0f} s", flush=True)
-    if not args.smoke:
-        for line in exercises.build(paths, force=args.force):
-            print(line)
-    return 0
-
-
-def main(argv=None) -> int:
-    return cli.run(work, parser, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from nanogpt.attribution_paths import Plan, gradient_sums, path_points, path_values, row_batches
+from nanogpt.attribution.paths import Plan, gradient_sums, path_points, path_values, row_batches
 
 KEEP_SHARE = 0.75  # a target that halves pieces keeps at most this share of its budget in the others
 

@@ -6,8 +6,8 @@
   updates    log10(std(change the optimizer step made) / std(weight))
 
 Everything here is a pure function of tensors, or a dataclass holding what one came back with; no
-hooks, no files, no verdicts. `diagnostics_history` stores these numbers, `diagnostics_health`
-judges them, `diagnostics` (the Monitor) gathers them while a model trains.
+hooks, no files, no verdicts. record.py stores these numbers, health.py
+judges them, monitor.py (the Monitor) gathers them while a model trains.
 
 A histogram is a fixed set of counts, not a copy of the tensor, so that measuring stays cheap.
 """

@@ -19,8 +19,8 @@ line and `raise NotImplementedError(...)` at the block's indentation (or, for a 
 all else is kept as it is. `check` runs a learner's notebook and says, per exercise, `ok`,
 `not yet: <the error>` or `stub: not done yet`.
 
-    python -m nanogpt.exercises build            # make exercises
-    python -m nanogpt.exercises check 01 --smoke # make check LECTURE=01 ARGS=--smoke
+    python -m nanogpt.course.exercises build            # make exercises
+    python -m nanogpt.course.exercises check 01 --smoke # make check LECTURE=01 ARGS=--smoke
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nanogpt import cli
+from nanogpt.course.notebooks import LECTURES, SOLUTIONS, client, execute, lecture_paths, smoke_env
 from nanogpt.errors import UserError
-from nanogpt.notebooks import LECTURES, SOLUTIONS, client, lecture_paths, smoke_env
 
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?:[ \t]*|:(?P<stub>.*))$")
 END = re.compile(r"^(?P<indent>[ \t]*)### END SOLUTION[ \t]*$")
@@ -152,7 +152,7 @@ def learner_notebook(nb, where: str = "the notebook"):
             cell.source = stub_source(cell.source)
             cell.outputs = []
             cell.execution_count = None
-    out.metadata[META] = {"generated_by": "python -m nanogpt.exercises build (make exercises)",
+    out.metadata[META] = {"generated_by": "python -m nanogpt.course.exercises build (make exercises)",
                           "sources_sha256": sources_digest(out)}
     return out
 
@@ -299,6 +299,23 @@ def do_build(args) -> int:
     return 0
 
 
+def do_refresh(args) -> int:
+    """The `refresh` command (make notebooks): run the chosen solution notebooks, in full mode save
+    their outputs and rebuild their learner copies."""
+    paths = lecture_paths(args.names)
+    if not args.smoke and not args.force:
+        refuse_to_overwrite(paths)  # before minutes of running, not after
+    for path in paths:
+        t0 = time.time()
+        print(f"running {shown(path)} ({'smoke' if args.smoke else 'full'}) ...", flush=True)
+        execute(path, smoke=args.smoke, save_to=None if args.smoke else path)
+        print(f"  done in {time.time() - t0:.0f} s", flush=True)
+    if not args.smoke:
+        for line in build(paths, force=args.force):
+            print(line)
+    return 0
+
+
 def do_check(args) -> int:
     """The `check` command: 0 when every exercise of the chosen lectures passes, 1 otherwise."""
     folder = SOLUTIONS if args.solutions else LECTURES
@@ -320,9 +337,9 @@ def do_check(args) -> int:
     return 0 if all_ok else 1
 
 
-parser = cli.parser("python -m nanogpt.exercises",
+parser = cli.parser("python -m nanogpt.course.exercises",
                     "The lectures' exercises: generate the learner's copies, check the answers.")
-commands = parser.add_subparsers(dest="command", required=True, metavar="{build,check}")
+commands = parser.add_subparsers(dest="command", required=True, metavar="{build,check,refresh}")
 
 
 def command(name: str, work, help: str, description: str):
@@ -346,11 +363,18 @@ p_check.add_argument("names", nargs="*", default=[],
                      help="lecture prefixes, e.g. 01 05, or notebook files; none given: all of lectures/")
 p_check.add_argument("--solutions", action="store_true", help="check lectures/solutions/ instead")
 p_check.add_argument("--smoke", action="store_true", help="smoke mode (NANOGPT_SMOKE=1): tiny loops")
+p_refresh = command("refresh", do_refresh, "run lectures/solutions/ in full, save outputs, rebuild copies "
+                    "(make notebooks)",
+                    "Execute the solution notebooks (lectures/solutions/) and save their outputs, then\n"
+                    "regenerate the learner's copies in lectures/ from them (make notebooks).")
+p_refresh.add_argument("names", nargs="*", default=[], help="lecture prefixes, e.g. 01 05; none given: all")
+p_refresh.add_argument("--smoke", action="store_true", help="tiny loops; save nothing, regenerate nothing")
+p_refresh.add_argument("--force", action="store_true", help="regenerate learner copies that hold edits too")
 
 
 def main(argv=None) -> int:
-    """The command line: `python -m nanogpt.exercises --help`."""
-    return cli.run(lambda args: args.work(args), parser, argv)
+    """The command line: `python -m nanogpt.course.exercises --help`."""
+    return cli.invoke(lambda args: args.work(args), parser, argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """The loss ladder: each stage's train and val loss, measured by one script, printed as markdown.
 
-    python -m nanogpt.ladder                  # both tables in full (about 35 min on a 2-core CPU)
-    python -m nanogpt.ladder --quick          # every row for a few hundred steps: does it all run?
-    python -m nanogpt.ladder --rows names-naive names-kaiming --out ladder.md
-    python -m nanogpt.ladder --with-gpt       # add the GPT row from runs/gpt-cpu (`make train` first)
+    python -m nanogpt.course.ladder                  # both tables in full (about 35 min on a 2-core CPU)
+    python -m nanogpt.course.ladder --quick          # every row for a few hundred steps: does it all run?
+    python -m nanogpt.course.ladder --rows names-naive names-kaiming --out ladder.md
+    python -m nanogpt.course.ladder --with-gpt       # add the GPT row from runs/gpt-cpu (`make train` first)
 
 Two tables. "names" replays the loss log of makemore part 3: the same MLP trained five times,
 one fix at a time, next to the lecture's numbers. "shakespeare" climbs one dataset stage by
@@ -154,7 +154,7 @@ def run_count_bigram(row: Row) -> Result:
     train_ids, val_ids = split_text(torch.tensor(tok.encode(text)))
     model = CountBigram(tok.vocab_size, smoothing=1.0).fit([train_ids])
     return Result(row, row.label, model.nll([train_ids]), model.nll([val_ids]), model.counts.numel(),
-                  time.time() - t0, f"python -m nanogpt.ladder --rows {row.key}")
+                  time.time() - t0, f"python -m nanogpt.course.ladder --rows {row.key}")
 
 
 def gpt_row(run_dir: str) -> Result | None:
@@ -212,7 +212,7 @@ def shakespeare_table(results: list[Result], args) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ladder's flags."""
-    parser = cli.parser("python -m nanogpt.ladder", __doc__.splitlines()[0])
+    parser = cli.parser("python -m nanogpt.course.ladder", __doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", choices=ROW_KEYS, default=ROW_KEYS, metavar="ROW",
                         help=f"rows to run, of: {' '.join(ROW_KEYS)}")
     parser.add_argument("--steps", type=int, default=None,
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args) -> str:
+def build_tables(args) -> str:
     """Run the chosen rows and return the markdown tables."""
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be at least 1, not {args.steps}")
@@ -261,13 +261,13 @@ def run(args) -> str:
 
 
 def main(argv=None) -> int:
-    """The command line: `python -m nanogpt.ladder --help`."""
-    return cli.run(run_and_print, build_parser(), argv)
+    """The command line: `python -m nanogpt.course.ladder --help`."""
+    return cli.invoke(run_and_print, build_parser(), argv)
 
 
 def run_and_print(args) -> None:
     """Run the rows, print the tables, and write them to --out if asked."""
-    markdown = run(args)
+    markdown = build_tables(args)
     if args.out:
         Path(args.out).write_text(markdown)
     print(markdown, end="")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nanogpt.diagnostics_health import UPDATE_GUIDE, UPDATE_WINDOW, median_update, recent_median
-from nanogpt.diagnostics_history import History
-from nanogpt.diagnostics_stats import NAME_WIDTH, Snapshot, layer_line, weight_line
+from nanogpt.diagnostics.health import UPDATE_GUIDE, UPDATE_WINDOW, median_update, recent_median
+from nanogpt.diagnostics.record import History
+from nanogpt.diagnostics.stats import NAME_WIDTH, Snapshot, layer_line, weight_line
 
 DPI = 80  # modest: a lecture with a dozen of these figures stays under a megabyte
 LEGEND_PT = 8  # the smallest text the course draws (the legends carry long lines of numbers)

@@ -1,11 +1,11 @@
 """Generate text, then show which earlier characters each generated character came from.
 
-    python -m nanogpt.attribute                              # runs/gpt-cpu/best.pt, 200 characters
-    python -m nanogpt.attribute --prompt "ROMEO:" --max-new-tokens 80 --position 40
-    python -m nanogpt.attribute --text "To be, or not to be" --method saliency --html tobe.html
-    python -m nanogpt.attribute --tol 0.01                   # every target within 1% of its dF
+    python -m nanogpt.attribution.cli                              # runs/gpt-cpu/best.pt, 200 characters
+    python -m nanogpt.attribution.cli --prompt "ROMEO:" --max-new-tokens 80 --position 40
+    python -m nanogpt.attribution.cli --text "To be, or not to be" --method saliency --html tobe.html
+    python -m nanogpt.attribution.cli --tol 0.01                   # every target within 1% of its dF
     make attribute ARGS="--steps 64 --rule middle"           # the fixed 64-point rule instead
-    python -m nanogpt.attribute --faithfulness               # AOPC of four methods, sanity check
+    python -m nanogpt.attribution.cli --faithfulness               # AOPC of four methods, sanity check
 
 Prints the context of one generated character coloured by its scores (integrated gradients by
 default), and one line per character with its strongest contributors; writes the interactive HTML
@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 
 from nanogpt import cli
-from nanogpt.attribution import (
+from nanogpt.attribution.faithfulness import CURVE_STEPS, RANDOM_ORDERS, faithfulness
+from nanogpt.attribution.methods import attribute_ids, baseline_option
+from nanogpt.attribution.paths import (
     ABS_TOLERANCE,
     AGGREGATES,
     COMPLETENESS_TOLERANCE,
@@ -37,24 +39,22 @@ from nanogpt.attribution import (
     RULES,
     SEGMENT_STEPS,
     TARGETS,
-    attribute_ids,
-    baseline_option,
-    check_save_path,
     integration,
     quadrature,
 )
-from nanogpt.attribution_faithfulness import CURVE_STEPS, RANDOM_ORDERS, faithfulness
-from nanogpt.attribution_views import summary
+from nanogpt.attribution.result import check_save_path
+from nanogpt.attribution.views import summary
 from nanogpt.checkpoint import load_model, resolve
+from nanogpt.config import default_checkpoint
 from nanogpt.errors import UserError
 from nanogpt.runtime import pick_device
 from nanogpt.sample import generate, prompt_ids
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The flags of `python -m nanogpt.attribute`."""
-    p = cli.parser("python -m nanogpt.attribute", __doc__.splitlines()[0])
-    cli.add_ckpt(p)
+    """The flags of `python -m nanogpt.attribution.cli`."""
+    p = cli.parser("python -m nanogpt.attribution.cli", __doc__.splitlines()[0])
+    cli.add_ckpt(p, default_checkpoint())
     p.add_argument("--text", default=None, help="attribute this text instead of generating")
     p.add_argument("--prompt", default="", help="text to continue (empty: start from a newline)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="characters to generate")
@@ -122,7 +122,7 @@ def text_ids(model, tokenizer, args) -> tuple[list[int], int]:
     return out[0].tolist(), max(1, len(prompt))
 
 
-def run(args):
+def attribution_from_args(args):
     """Load, generate (or take --text), attribute; return the result, the HTML path and, with
     --faithfulness, the faithfulness report (else None)."""
     # a bad --steps, --tol or --save fails before the model loads
@@ -164,13 +164,13 @@ def options(args) -> dict:
 
 
 def main(argv=None) -> int:
-    """The command line: `python -m nanogpt.attribute --help`."""
-    return cli.run(attribute_and_print, build_parser(), argv)
+    """The command line: `python -m nanogpt.attribution.cli --help`."""
+    return cli.invoke(attribute_and_print, build_parser(), argv)
 
 
 def attribute_and_print(args) -> None:
     """Attribute, print the text and each character's top contributors, write the page."""
-    result, html, report = run(args)
+    result, html, report = attribution_from_args(args)
     print(f"---------- {len(result.tokens)} characters ----------\n{result.text}\n----------")
     print(result.to_terminal(args.position, color=False if args.no_color else None, top=args.top))
     print(summary(result))

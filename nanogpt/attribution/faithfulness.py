@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nanogpt.attribution import METHODS, Attribution, attribute
-from nanogpt.attribution_paths import check_inputs, eval_mode, make_plan, path_values
+from nanogpt.attribution.methods import attribute
+from nanogpt.attribution.paths import METHODS, check_inputs, eval_mode, make_plan, path_values
+from nanogpt.attribution.result import Attribution
 
 CURVE_STEPS = 16  # K: characters removed (or put back), one at a time
 RANDOM_ORDERS = 2  # random orders per target averaged for the yardstick (over all targets)

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from nanogpt.attribution_result import COMPLETENESS_TOLERANCE
+from nanogpt.attribution.paths import COMPLETENESS_TOLERANCE
 
 RED, BLUE = (178, 24, 43), (33, 102, 172)  # the two ends of matplotlib's RdBu colormap
 VISIBLE = {" ": "·", "\n": "↵", "\t": "→"}  # whitespace drawn so that its colour can be seen
