@@ -43,7 +43,7 @@ import torch
 from nanogpt.checkpoint import load_model
 from nanogpt.config import PRESETS, TrainConfig, preset
 from nanogpt.errors import UserError
-from nanogpt.runtime import pick_dtype
+from nanogpt.precision import pick_dtype
 from nanogpt.train import train
 
 # The levers, each a set of overrides on top of a preset: name -> (row label, overrides). The

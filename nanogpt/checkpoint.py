@@ -1,4 +1,4 @@
-"""Save and load training runs: atomic writes, plain contents, and the table of the models.
+"""Save and load training runs: atomic writes, plain contents, every random state.
 
 A checkpoint is a dict of plain python values and tensors only, so that
 `torch.load(path, weights_only=True)` reads it without running any pickled code:
@@ -18,47 +18,19 @@ import platform
 import random
 import sys
 import tempfile
-from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from nanogpt.bigram import BigramConfig, NeuralBigram
+from nanogpt.config import PRESETS, TrainConfig, preset
 from nanogpt.errors import UserError
-from nanogpt.gpt import GPT, GPTConfig
-from nanogpt.mlp import MLP, MLPConfig
+from nanogpt.models import build_model, model_config_dict, unknown_model_keys
 from nanogpt.tokenizer import tokenizer_from_dict
 
 FORMAT = 1
-
-# Stage name -> (model class, config class): where `stage` in a checkpoint or a config leads.
-STAGES = {
-    "bigram": (NeuralBigram, BigramConfig),
-    "mlp": (MLP, MLPConfig),
-    "gpt": (GPT, GPTConfig),
-}
-
-
-def build_model(stage: str, model_config: dict) -> torch.nn.Module:
-    """A fresh model of a stage from its config dict (only the fields its config class knows)."""
-    if stage not in STAGES:
-        raise UserError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
-    model_cls, config_cls = STAGES[stage]
-    known = {f.name for f in fields(config_cls) if f.init}
-    return model_cls(config_cls(**{k: v for k, v in model_config.items() if k in known}))
-
-
-def unknown_model_keys(stage: str, model_config: dict) -> list[str]:
-    """The keys of a saved model config that the stage's config class has no field for."""
-    known = {f.name for f in fields(STAGES[stage][1]) if f.init}
-    return sorted(k for k in model_config if k not in known)
-
-
-def model_config_dict(model: torch.nn.Module) -> dict:
-    """The model's config as a plain dict."""
-    config = model.config
-    return asdict(config) if is_dataclass(config) else dict(vars(config))
+# What may differ from the saved settings when a run is resumed: where and how it runs, not what.
+RESUME_MAY_CHANGE = ("device", "compile", "threads", "diag", "diag_every", "resume", "out_dir")
 
 
 def clean_state_dict(model: torch.nn.Module) -> dict:
@@ -66,6 +38,37 @@ def clean_state_dict(model: torch.nn.Module) -> dict:
     model = getattr(model, "_orig_mod", model)
     prefix = "_orig_mod."
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in model.state_dict().items()}
+
+
+def run_checkpoint(model, optimizer, cfg: TrainConfig, tokenizer, it: int, best_val: float,
+                   budget_fitted: bool, **generators: torch.Generator) -> dict:
+    """Everything needed to continue a run exactly at step `it`, in plain values and tensors."""
+    return {"format": FORMAT, "model": clean_state_dict(model), "optimizer": optimizer.state_dict(),
+            "config": cfg.to_dict(), "model_config": model_config_dict(model), "stage": cfg.stage,
+            "tokenizer": tokenizer.to_dict(), "iter": it, "best_val_loss": best_val,
+            "budget_set": budget_fitted, "rng": rng_state(**generators), "versions": versions()}
+
+
+def resumed_config(cfg: TrainConfig, saved_dict: dict) -> tuple[TrainConfig, list[str]]:
+    """The saved settings, except where the run happens; and notes on what the user's flags could
+    not change and on saved settings this version does not know."""
+    saved, unknown = TrainConfig.from_dict(saved_dict), TrainConfig.unknown_keys(saved_dict)
+    for name in RESUME_MAY_CHANGE:
+        setattr(saved, name, getattr(cfg, name))
+    # Flags the user gave (values that differ from the preset's) but the saved run overrides.
+    # Comparing with the preset keeps a plain --resume quiet: --max-minutes, for one, rewrote the
+    # saved max_iters, which the user never typed.
+    given = preset(cfg.preset) if cfg.preset in PRESETS else saved
+    ignored = [f"{k}={getattr(cfg, k)!r} (saved {v!r})" for k, v in saved.to_dict().items()
+               if k != "preset" and getattr(cfg, k) != v and getattr(cfg, k) != getattr(given, k)]
+    notes = []
+    if ignored:
+        notes.append("note: a resumed run keeps the settings saved in last.pt; ignored: "
+                     + ", ".join(ignored[:6]) + (" ..." if len(ignored) > 6 else ""))
+    if unknown:
+        notes.append("note: last.pt holds settings this version does not know; ignored: "
+                     + ", ".join(unknown))
+    return saved, notes
 
 
 # ----------------------------------------------------------------------------- random states

@@ -1,18 +1,15 @@
-"""Training settings: one flat dataclass, a preset per stage, and the command line built from both.
+"""Training settings: one flat dataclass, and a preset per stage.
 
-Every field of `TrainConfig` is a command-line flag named like the field with dashes
-(`max_iters` -> `--max-iters`). A preset fills every field; flags given on the command line
-override it. `python -m nanogpt.train --help` lists them all with the default preset's values.
+A preset fills every field of `TrainConfig`; `preset(name, **overrides)` replaces some and checks
+them (nanogpt.checks). Every field is also a command-line flag named like the field with dashes
+(`max_iters` -> `--max-iters`, nanogpt.flags): `python -m nanogpt.train --help` lists them all.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
-import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from nanogpt import cli
+from nanogpt.checks import validate
 from nanogpt.errors import UserError
 
 
@@ -81,13 +78,13 @@ class TrainConfig:
     seed: int = opt(1337, "seed of every random draw")
     device: str = opt("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
     dtype: str = opt("float32", "auto (bfloat16 autocast on CUDA, and on CPUs with the bfloat16 units "
-                     "that nanogpt.runtime.AUTO_BFLOAT16_CPU_UNITS names (AMX); else float32) | "
+                     "that nanogpt.precision.AUTO_BFLOAT16_CPU_UNITS names (AMX); else float32) | "
                      "float32 | float64 | bfloat16 (autocast: weights stay float32)")
     compile: str = opt("off", "torch.compile the model: off | on (eager, with a warning, where it "
                        "fails: no C++ compiler, a backend error) | auto (on where "
-                       "nanogpt.runtime.AUTO_COMPILE says it pays and a compiler is found)", bare="on")
+                       "nanogpt.device.AUTO_COMPILE says it pays and a compiler is found)", bare="on")
     threads: int = opt(0, "CPU threads (0 = all cores, shared between processes)")
-    diag: bool = opt(False, "record activation/gradient/update statistics (nanogpt.diagnostics.monitor)")
+    diag: bool = opt(False, "record activation/gradient/update statistics (nanogpt.diagnostics)")
     diag_every: int = opt(100, "record diagnostics every this many steps")
 
     def __post_init__(self):
@@ -192,115 +189,3 @@ def preset(name: str, **overrides) -> TrainConfig:
         cfg.out_dir = f"runs/{name}"
     validate(cfg)
     return cfg
-
-
-# ----------------------------------------------------------------------------- checks
-
-CHOICES = {
-    "stage": ("bigram", "mlp", "gpt"),
-    "tokenizer": ("char", "gpt2"),
-    "optimizer": ("adamw", "sgd", "muon"),
-    "lr_schedule": ("cosine", "step", "constant"),
-    "dtype": ("auto", "float32", "float64", "bfloat16"),
-    "compile": ("off", "on", "auto"),
-}
-AT_LEAST_ONE = ("block_size", "n_layer", "n_head", "n_embd", "n_hidden", "batch_size", "grad_accum",
-                "max_iters", "eval_interval", "eval_iters", "log_interval", "diag_every")
-NOT_NEGATIVE = ("min_lr", "warmup_iters", "weight_decay", "grad_clip", "max_minutes",
-                "save_interval", "threads", "muon_weight_decay")
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Raise a one-line UserError for the first setting that cannot work."""
-    for name, allowed in CHOICES.items():
-        if getattr(cfg, name) not in allowed:
-            raise UserError(f"--{dashed(name)} must be one of {', '.join(allowed)}, "
-                            f"not {getattr(cfg, name)!r}")
-    for name in AT_LEAST_ONE:
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{dashed(name)} must be at least 1, not {getattr(cfg, name)}")
-    for name in NOT_NEGATIVE:
-        value = getattr(cfg, name)
-        if not (value >= 0 and math.isfinite(value)):
-            raise UserError(f"--{dashed(name)} must be a finite number >= 0, not {value}")
-    for name in ("lr", "muon_lr"):
-        if not (getattr(cfg, name) > 0 and math.isfinite(getattr(cfg, name))):
-            raise UserError(f"--{dashed(name)} must be a positive number, not {getattr(cfg, name)}")
-    if cfg.min_lr > cfg.lr:
-        raise UserError(f"--min-lr ({cfg.min_lr}) must not exceed --lr ({cfg.lr})")
-    if cfg.stage == "gpt" and cfg.n_embd % cfg.n_head != 0:
-        raise UserError(f"--n-embd ({cfg.n_embd}) must be divisible by --n-head ({cfg.n_head})")
-    if not 0 <= cfg.dropout < 1:
-        raise UserError(f"--dropout must be in [0, 1), not {cfg.dropout}")
-    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
-        raise UserError(f"--beta1 and --beta2 must be in [0, 1), not {cfg.beta1}, {cfg.beta2}")
-    if not 0 <= cfg.muon_momentum < 1:
-        raise UserError(f"--muon-momentum must be in [0, 1), not {cfg.muon_momentum}")
-    if cfg.optimizer == "muon" and cfg.stage != "gpt":
-        raise UserError(f"--optimizer muon trains the matrices inside a GPT's blocks, not the "
-                        f"{cfg.stage}'s weights (use adamw or sgd)")
-    if not 0 < cfg.step_decay_at <= 1:
-        raise UserError(f"--step-decay-at must be in (0, 1], not {cfg.step_decay_at}")
-    if cfg.data == "names" and cfg.tokenizer != "char":
-        raise UserError("the names dataset is read character by character: use --tokenizer char")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
-        raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {cfg.device!r}")
-    if cfg.stage == "mlp" and cfg.batchnorm and cfg.batch_size < 2:
-        raise UserError("BatchNorm needs at least 2 examples per batch: raise --batch-size or use "
-                        "--no-batchnorm")
-    if cfg.stage == "bigram" and cfg.tokenizer == "gpt2":
-        raise UserError("the bigram's table is vocab_size^2 weights (2.5 billion with --tokenizer gpt2): "
-                        "use --tokenizer char")
-
-
-def dashed(name: str) -> str:
-    """The flag spelling of a field name: max_iters -> max-iters."""
-    return name.replace("_", "-")
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per TrainConfig field; the defaults shown are those of the default CPU preset."""
-    shown = PRESETS["gpt-cpu"]
-    description = ("Train a model, from the bigram to the GPT, with one loop. Start from a --preset "
-                   "and override any of its settings with the flags below; the defaults shown are "
-                   "the gpt-cpu preset's.")
-    epilog = "presets:\n" + "\n".join(f"  {k:13s} {v}" for k, v in PRESET_NOTES.items()) + (
-        "\n\nWith --resume the run in --out-dir continues exactly from its last.pt, with the "
-        "settings saved there\n(only device, compile, threads, diag and diag_every may change).")
-    parser = cli.parser("python -m nanogpt.train", description, epilog)
-    parser.add_argument("--preset", default=argparse.SUPPRESS,
-                        help="settings to start from (default: gpt-gpu with CUDA, else gpt-cpu)")
-    for f in fields(TrainConfig):
-        if f.name == "preset":
-            continue
-        default = getattr(shown, f.name)
-        kind = {"bool": bool, "int": int, "float": float, "str": str}[f.type]
-        text = f.metadata["help"] + f" (default: {default!r})"
-        if kind is bool:
-            parser.add_argument(f"--{dashed(f.name)}", action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=text)
-        elif f.metadata.get("bare") is not None:  # --compile alone = --compile on; --no-compile
-            parser.add_argument(f"--{dashed(f.name)}", nargs="?", const=f.metadata["bare"],
-                                default=argparse.SUPPRESS, metavar=f.name.upper(), help=text)
-            parser.add_argument(f"--no-{dashed(f.name)}", dest=f.name, action="store_const",
-                                const=f.default, default=argparse.SUPPRESS,
-                                help=f"--{dashed(f.name)} {f.default}")
-        else:
-            parser.add_argument(f"--{dashed(f.name)}", type=kind, default=argparse.SUPPRESS,
-                                metavar=f.name.upper(), help=text)
-    return parser
-
-
-def config_from_args(argv=None) -> TrainConfig:
-    """The TrainConfig that a command line asks for: a preset, then its overrides, checked."""
-    return config_from_namespace(build_parser().parse_args(argv))
-
-
-def config_from_namespace(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig of parsed flags: the preset named (or the default one), then the flags given."""
-    given = dict(vars(args))
-    name = given.pop("preset", None) or default_preset()
-    return preset(name, **given)

@@ -1,121 +1,20 @@
-"""Text in: find or download a dataset, verify its sha256, split it, and cut it into batches.
+"""Text in: a dataset's text, its train/val split, and the batches a run trains on.
 
-Where a named dataset is looked for, in order:
-  1. the folder named by the environment variable NANOGPT_DATA_DIR (asked for, so it comes first),
-  2. the project's `data/` folder,
-  3. its canonical address on the web (downloaded into `data/`, then verified).
-Every copy, local or downloaded, must match the recorded sha256.
+    text = load_text("shakespeare")            # found or downloaded, verified (nanogpt.datasets)
+    x, y = get_batch(ids, block_size, batch_size, generator)   # (B, T) windows and next tokens
+    data = Batches(cfg)                        # a dataset cut for one stage, as train() uses it
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import os
 import random
-import tempfile
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from nanogpt.datasets import DATASETS, dataset_path
 from nanogpt.errors import UserError
-
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-ENV_DIR = "NANOGPT_DATA_DIR"
-ENV_OFFLINE = "NANOGPT_OFFLINE"  # set to 1 (the tests do) to forbid any download
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A named text file with the address it comes from and the hash it must have."""
-
-    filename: str
-    url: str
-    sha256: str
-    num_bytes: int
-
-
-DATASETS = {
-    "shakespeare": Dataset(
-        "tinyshakespeare.txt",
-        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-        1115394,
-    ),
-    "names": Dataset(
-        "names.txt",
-        "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt",
-        "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d",
-        228145,
-    ),
-}
-
-
-# ----------------------------------------------------------------------------- finding the text
-
-
-def sha256_of(path: Path) -> str:
-    """The hex sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _verified(path: Path, ds: Dataset) -> Path:
-    try:
-        found = sha256_of(path)
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
-    if found != ds.sha256:
-        raise UserError(
-            f"{path} is corrupted: expected sha256 {ds.sha256}, found {found}; "
-            "delete it and run again to download a fresh copy"
-        )
-    return path
-
-
-def download(ds: Dataset, dest_dir: Path | None = None, timeout: float = 30.0) -> Path:
-    """Download a dataset into data/ through a temporary file; keep it only if its hash matches."""
-    dest_dir = Path(dest_dir or DATA_DIR)
-    if os.environ.get(ENV_OFFLINE) == "1":
-        raise UserError(f"{ds.filename} not found and downloads are off ({ENV_OFFLINE}=1); "
-                        f"point {ENV_DIR} at a folder holding it")
-    from tqdm import tqdm
-
-    dest, tmp = dest_dir / ds.filename, None
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{ds.filename}.", suffix=".part")
-        tmp = Path(tmp_name)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(ds.url, timeout=timeout) as resp:
-            total = int(resp.headers.get("Content-Length") or ds.num_bytes)
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {ds.filename}") as bar:
-                while chunk := resp.read(1 << 16):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        found = sha256_of(tmp)
-        if found != ds.sha256:
-            raise UserError(f"downloaded {ds.filename} is corrupted: expected sha256 {ds.sha256}, "
-                            f"found {found}")
-        os.chmod(tmp, 0o644)  # mkstemp made it private to its owner; data is for everyone to read
-        os.replace(tmp, dest)  # atomic: a reader sees no file or the whole verified file
-        return dest
-    except (OSError, http.client.HTTPException) as e:  # URLError and timeouts are OSErrors
-        raise UserError(f"could not download {ds.url} into {dest_dir} ({e}): put {ds.filename} "
-                        f"there or set {ENV_DIR} to a folder holding it") from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-
-
-def dataset_path(name: str) -> Path:
-    """Path to a verified local copy of a named dataset, downloading it when there is none."""
-    ds = DATASETS[name]
-    folders = ([Path(os.environ[ENV_DIR]).expanduser()] if os.environ.get(ENV_DIR) else []) + [DATA_DIR]
-    for folder in folders:
-        if (folder / ds.filename).is_file():
-            return _verified(folder / ds.filename, ds)
-    return download(ds)
+from nanogpt.tokenizer import CharTokenizer, GPT2Tokenizer
 
 
 def load_text(name_or_path: str) -> str:
@@ -205,3 +104,75 @@ def sample_examples(X: torch.Tensor, Y: torch.Tensor, batch_size: int, generator
     """A random minibatch of fixed-context examples."""
     ix = torch.randint(len(X), (batch_size,), generator=generator)
     return X[ix], Y[ix]
+
+
+# ----------------------------------------------------------------------------- a run's data
+
+
+class Batches:
+    """A dataset cut for one stage: random training batches, fixed evaluation batches, full splits.
+
+    Two forms: running text (GPT, bigram), where a batch is B windows of block_size tokens and
+    the targets are the same windows shifted by one, (B, T) -> (B, T); and fixed-context examples
+    (MLP, bigram on names), where a batch is B contexts and the one id after each, (B, T) -> (B,).
+    """
+
+    def __init__(self, cfg):
+        self.block_size, self.batch_size = cfg.block_size, cfg.batch_size
+        text = load_text(cfg.data)
+        examples = cfg.stage == "mlp" or (cfg.stage == "bigram" and cfg.data == "names")
+        if cfg.data == "names" and examples:
+            self._names(text, cfg)
+        else:
+            self.tokenizer = GPT2Tokenizer() if cfg.tokenizer == "gpt2" else CharTokenizer.from_text(text)
+            ids = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
+            train, val = split_text(ids)
+            if examples:
+                self.splits = {"train": text_examples(train, cfg.block_size),
+                               "val": text_examples(val, cfg.block_size)}
+            else:
+                self.splits = {"train": train, "val": val}
+        self.form = "examples" if examples else "text"
+        self.unsqueeze = cfg.stage == "bigram" and examples  # the bigram wants targets (B, 1)
+
+    def _names(self, text: str, cfg):
+        # makemore's convention: '.' marks both ends of a name; contexts of block_size ids
+        words = text.split()
+        self.tokenizer = CharTokenizer(["."] + sorted(set("".join(words))))
+        block = 1 if cfg.stage == "bigram" else cfg.block_size
+        train, val, _test = split_names(words)
+        self.splits = {name: context_examples(w, self.tokenizer.stoi, block)
+                       for name, w in (("train", train), ("val", val))}
+
+    @property
+    def tokens_per_batch(self) -> int:
+        return self.batch_size * (self.block_size if self.form == "text" else 1)
+
+    def sizes(self) -> dict:
+        """How many tokens (or examples) each split holds."""
+        return {k: len(v) if self.form == "text" else len(v[0]) for k, v in self.splits.items()}
+
+    def draw(self, split: str, generator: torch.Generator):
+        """One random batch (x, y) of a split."""
+        if self.form == "text":
+            return get_batch(self.splits[split], self.block_size, self.batch_size, generator)
+        x, y = sample_examples(*self.splits[split], self.batch_size, generator)
+        return x, (y[:, None] if self.unsqueeze else y)
+
+    def fixed(self, n: int, generator: torch.Generator) -> dict:
+        """n batches per split, drawn once: every evaluation scores the same ones."""
+        return {split: [self.draw(split, generator) for _ in range(n)] for split in self.splits}
+
+    def full(self, split: str, rows: int = 4096):
+        """The whole split in batches: every example, or the text cut into windows side by side."""
+        if self.form == "text":
+            ids, T = self.splits[split], self.block_size
+            n = (len(ids) - 1) // T
+            X, Y = ids[: n * T].view(n, T), ids[1 : n * T + 1].view(n, T)  # (n, T) each
+            # about `rows` positions a batch, and at most 4M logits (GPT-2's vocabulary is large)
+            rows = max(1, min(rows // T, 2**22 // (T * self.tokenizer.vocab_size)))
+        else:
+            X, Y = self.splits[split]
+            Y = Y[:, None] if self.unsqueeze else Y
+        for i in range(0, len(X), rows):
+            yield X[i : i + rows], Y[i : i + rows]

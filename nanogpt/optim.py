@@ -2,7 +2,7 @@
 for the rest, stepped together as if they were one.
 
     optimizer = make_optimizer(model, cfg, "cpu")   # what --optimizer asks for
-    for group in optimizer.param_groups: group["lr"] = lr   # the training loop, unchanged
+    set_lr(optimizer, lr)                           # the schedule's lr, on every group
     optimizer.step(); optimizer.zero_grad(set_to_none=True)
 
 Muon (Jordan et al., 2024; `torch.optim.Muon`) orthogonalises each weight matrix's momentum
@@ -10,8 +10,9 @@ Muon (Jordan et al., 2024; `torch.optim.Muon`) orthogonalises each weight matrix
 about equally. It is made for the matrices inside the Transformer blocks (attention qkv and
 proj, feed-forward fc and proj); the embeddings, the head and every 1-D gain or bias stay with
 AdamW, as in the modded-nanoGPT speedruns. Muon's learning rate lives on another scale than
-AdamW's (--muon-lr 0.02 against --lr 3e-3): the loop sets one lr on AdamW's scale, and each Muon
-group steps with that lr times `lr_scale` = muon_lr / lr, so both follow the same schedule.
+AdamW's (--muon-lr 0.02 against --lr 3e-3): the loop computes one lr on AdamW's scale, and
+`set_lr` gives each Muon group that lr times its `lr_scale` = muon_lr / lr, so both follow the same
+schedule and each group's "lr" is the lr it steps with.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ def make_optimizer(model: torch.nn.Module, cfg, device_type: str):
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if cfg.optimizer == "muon":
         hidden = [p for n, p in named if is_hidden_matrix(n, p)]
-        # lr on the loop's (AdamW's) scale, like every group's; the step multiplies in lr_scale
-        muon = torch.optim.Muon([{"params": hidden, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.lr,
+        # lr_scale: where Muon's lr sits against the schedule's (AdamW's) lr; set_lr applies it
+        muon = torch.optim.Muon([{"params": hidden, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr,
                                 momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay)
         rest = [p for n, p in named if not is_hidden_matrix(n, p)]
         return Optimizers(muon=muon, adamw=adamw(rest, cfg, device_type))
@@ -33,6 +34,15 @@ def make_optimizer(model: torch.nn.Module, cfg, device_type: str):
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(decay_groups(params, cfg.weight_decay), lr=cfg.lr)
     return adamw(params, cfg, device_type)
+
+
+def set_lr(optimizer, lr: float) -> dict[str, float]:
+    """Give every group the schedule's lr (times its lr_scale, for Muon's); returns the lrs set,
+    by name ("lr", and "muon_lr" when Muon is there), for the log."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    muon = [g["lr"] for g in optimizer.param_groups if "lr_scale" in g]
+    return {"lr": lr, **({"muon_lr": muon[0]} if muon else {})}
 
 
 def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
@@ -67,17 +77,9 @@ class Optimizers:
     def param_groups(self) -> list[dict]:
         return [g for opt in self.optimizers.values() for g in opt.param_groups]
 
-    @torch.no_grad()
     def step(self) -> None:
-        scaled = [(g, g["lr"]) for g in self.param_groups if "lr_scale" in g]
-        for g, lr in scaled:
-            g["lr"] = lr * g["lr_scale"]
-        try:
-            for opt in self.optimizers.values():
-                opt.step()
-        finally:
-            for g, lr in scaled:
-                g["lr"] = lr
+        for opt in self.optimizers.values():
+            opt.step()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in self.optimizers.values():

@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from nanogpt.errors import UserError
@@ -97,6 +98,28 @@ class RunLog:
             self.bar.update(done - self.bar.n)
             if postfix:
                 self.bar.set_postfix(postfix, refresh=False)
+
+
+def plan_lines(cfg, data, model, device: str, dtype: str, compiled: bool, world: int,
+               budget_open: bool) -> list[str]:
+    """Two lines on what is about to be trained, and where."""
+    n_params = sum(p.numel() for p in model.parameters())
+    sizes = data.sizes()
+    unit = "tokens" if data.form == "text" else "examples"
+    what = (f"{cfg.stage} ({cfg.preset or 'custom'}): {n_params:,} parameters ({n_params / 1e6:.2f}M); "
+            f"vocab {data.tokenizer.vocab_size}; {cfg.data}: {sizes['train']:,} train / "
+            f"{sizes['val']:,} val {unit}")
+    where = f"{device}, " + ("float32 with bfloat16 autocast" if dtype == "bfloat16" else dtype)
+    if compiled:
+        where += ", compiled"
+    if device == "cpu":
+        n_threads = torch.get_num_threads()
+        where += f", {n_threads} thread" + ("s" if n_threads > 1 else "")
+    if world > 1:
+        where += f", {world} processes"
+    budget = f" (budget {cfg.max_minutes} min)" if budget_open else ""
+    return [what, f"device {where}; {cfg.max_iters} steps of {cfg.grad_accum} x {data.tokens_per_batch} "
+                  f"{unit}" + budget]
 
 
 def plot_losses(metrics_path, png_path):

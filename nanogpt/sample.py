@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from nanogpt import cli
 from nanogpt.checkpoint import load_model
 from nanogpt.config import default_checkpoint
+from nanogpt.device import pick_device
 from nanogpt.errors import UserError
-from nanogpt.runtime import pick_device
 
 SAMPLERS = ("multinomial", "gumbel")
 

@@ -5,87 +5,103 @@
     python -m nanogpt.train --resume               # continue runs/<preset>/last.pt exactly
     torchrun --nproc_per_node=2 -m nanogpt.train --preset smoke --grad-accum 2
 
-Read `train()` first: it is the algorithm, top to bottom. One step draws grad_accum micro-batches,
+Read `train()` first: it is the algorithm, top to bottom, and its state (the step `it`, the best
+val loss, the step last saved) lives in its own variables. One step draws grad_accum micro-batches,
 averages their gradients, clips, updates, and moves the learning rate along its schedule. Every
 eval_interval steps the model is scored on FIXED batches of each split (drawn once, from their own
-generator, so that evaluating never shifts the training batches) and last.pt / best.pt are
-written. Everything random lives in the checkpoint, so a resumed run continues exactly where the
-killed one stopped. The rest are named helpers: `start_run` below (settings, model, optimizer),
-nanogpt.runtime (device, precision, processes, Ctrl-C), nanogpt.budget (--max-minutes),
-nanogpt.batches (the data) and nanogpt.runlog (what a run prints and writes).
+generator, so that evaluating never shifts the training batches) and last.pt / best.pt are written.
+Everything random lives in the checkpoint, so a resumed run continues exactly where the killed one
+stopped. `set_up()` does everything before the first step.
 
-Under torchrun every process draws the same global batch from the same generator and keeps its
-own share of the micro-batches: N processes with grad_accum=N compute exactly the step that one
-process computes with grad_accum=N (with dropout 0: each process draws its own dropout masks).
-Only rank 0 writes files and prints; so a resumed multi-process run gives every process rank 0's
-saved random state, and with dropout its masks after the resume differ from an unbroken run's.
+What the default run adds to the plain loop is each one named module, called from one line:
+nanogpt.precision (bfloat16 autocast), nanogpt.optim (Muon beside AdamW), nanogpt.budget
+(--max-minutes), nanogpt.interrupt (Ctrl-C), nanogpt.checkpoint (atomic saves, exact resume),
+nanogpt.distributed (torchrun) and nanogpt.runlog (what a run prints and writes).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from nanogpt import cli
-from nanogpt.budget import TimeBudget
-from nanogpt.config import TrainConfig, build_parser, config_from_namespace
+from nanogpt.budget import Fit, TimeBudget, end_seconds
+from nanogpt.checkpoint import load_checkpoint, resumed_config, run_checkpoint, save_checkpoint, set_rng_state
+from nanogpt.config import TrainConfig
+from nanogpt.data import Batches
+from nanogpt.device import compile_model, pick_compile, pick_device, use_device
+from nanogpt.distributed import Processes, join_processes, my_micro_batches, wrap
 from nanogpt.errors import UserError
-from nanogpt.run import Run, start_run, watch
-from nanogpt.runlog import plot_losses
-from nanogpt.runtime import Runtime, StopRequests
+from nanogpt.flags import build_parser, config_from_namespace
+from nanogpt.interrupt import StopRequests
+from nanogpt.models import build_model, model_config_of
+from nanogpt.optim import make_optimizer, set_lr
+from nanogpt.precision import autocast_for, pick_dtype, weights_dtype
+from nanogpt.runlog import RunLog, plan_lines, plot_losses, prepare_folder
 
 # ----------------------------------------------------------------------------- the loop
 
 
 def train(cfg: TrainConfig, progress: bool = True, make_model=None) -> dict:
-    """Train one run; returns train_loss, val_loss, best_val_loss, iters, seconds, out_dir.
-    make_model(model_config) may build a variant of the stage's model (the lectures' ablations)."""
-    run = start_run(cfg, progress, make_model)  # settings (or last.pt's), device, data, model, optimizer
-    cfg, rt = run.cfg, run.rt
-    monitor = watch(run)  # --diag: activation/gradient/update statistics; else hooks that do nothing
-    budget = TimeBudget(run)  # --max-minutes: max_iters from the measured pace
-    with StopRequests(rt) as stop, run:
-        while run.iter < cfg.max_iters:
-            it = run.iter
+    """Train one run; returns train_loss, val_loss, best_val_loss, iters, seconds, out_dir and
+    interrupted. make_model(model_config) may build a variant of the stage's model (the lectures'
+    ablations)."""
+    s = set_up(cfg, progress, make_model)  # settings (or last.pt's), device, data, model, optimizer
+    cfg, log = s.cfg, s.log
+    it, best_val = s.start_iter, s.best_val
+    saved_at = it if s.resumed else -1  # the step whose state last.pt holds
+    budget = TimeBudget(cfg.max_minutes, s.t0, it, fitted=s.budget_fitted)  # --max-minutes
+    monitor = watch(s.model, cfg, s.procs)  # --diag: statistics of every layer; else nothing
+    n_micro = cfg.grad_accum // s.procs.world  # this process's micro-batches per step
+    eval_seconds, loss, logged = 0.0, None, (time.time(), it)
+    with StopRequests() as stop, s:
+        while it < cfg.max_iters:
             # every eval_interval steps: score the fixed batches, save last.pt (and best.pt)
-            if it % cfg.eval_interval == 0 and it != run.resumed_at:  # a resumed run saved this one
-                evaluate_and_save(run, budget)
-            elif cfg.save_interval and it % cfg.save_interval == 0 and it > run.start_iter:  # --save-interval
-                check_finite(run, rt.mean(run.last_loss), "training loss")
-                run.log.say(run.save("last.pt"))
-            if stop.requested():  # after the evaluation: a run stopped here resumes past it
-                return stop_here(run, monitor)
+            if it % cfg.eval_interval == 0 and it != saved_at:
+                _, best_val, eval_seconds = evaluate_and_save(s, it, best_val, budget)  # refits the budget
+                saved_at = it if it > 0 else saved_at  # (an untrained model is not saved)
+            elif cfg.save_interval and it % cfg.save_interval == 0 and it != saved_at:  # --save-interval
+                check_finite(s.procs.mean(loss), "training loss", it, best_val)
+                log.say(save(s, it, best_val, budget.fitted, "last.pt"))
+                saved_at = it
+            if s.procs.any(stop.requested(), s.device):  # Ctrl-C: after the save, so a resume goes on
+                return stop_here(s, it, best_val, budget.fitted, saved_at, monitor)
 
             t_step = time.time()
-            lr = lr_at(it, cfg)  # warmup, then the schedule
-            for group in run.optimizer.param_groups:
-                group["lr"] = lr
+            lrs = set_lr(s.optimizer, lr_at(it, cfg))  # warmup, then the schedule
             monitor.start_step(it)
             # forward and backward over the micro-batches: .grad sums the gradients of their mean
-            loss = torch.zeros((), device=rt.device, dtype=rt.param_dtype)
-            for x, y, sync in run.micro_batches():
-                with sync:  # under DDP: average the gradients over the processes at the last one
-                    with rt.autocast:
-                        _, micro_loss = run.train_model(x, y)
-                    (micro_loss / run.n_micro).backward()
-                loss += micro_loss.detach() / run.n_micro
+            loss = torch.zeros((), device=s.device, dtype=weights_dtype(cfg.dtype))
+            for x, y, sync in my_micro_batches(lambda: s.data.draw("train", s.batch_gen), cfg.grad_accum,
+                                               s.procs, s.ddp_model, s.device):
+                with sync:  # under torchrun: average the gradients over the processes at the last one
+                    with s.autocast:
+                        _, micro_loss = s.ddp_model(x, y)
+                    (micro_loss / n_micro).backward()
+                loss += micro_loss.detach() / n_micro
             monitor.after_backward(it)
-            norm = clip_gradients(run.model, cfg.grad_clip,
-                                  measure=cfg.diag or (it + 1) % cfg.log_interval == 0)
+            measure = cfg.diag or (it + 1) % cfg.log_interval == 0  # the norm is logged at these steps
+            norm = clip_gradients(s.model, cfg.grad_clip, measure)
             monitor.before_update(it)
-            run.optimizer.step()
-            run.optimizer.zero_grad(set_to_none=True)
-            monitor.after_update(it, loss=loss, lr=lr, grad_norm=norm, grad_clip=cfg.grad_clip)
-            run.iter, run.last_loss = it + 1, loss
+            s.optimizer.step()
+            s.optimizer.zero_grad(set_to_none=True)
+            monitor.after_update(it, loss=loss, lr=lrs["lr"], grad_norm=norm, grad_clip=cfg.grad_clip)
+            it += 1
 
-            if it == 0:
-                check_init_loss(run, loss.item())
-            budget.step_done(it, rt.clock() - t_step)
-            if run.iter % cfg.log_interval == 0:
-                log_step(run, loss, lr, norm)
-        return finish(run, monitor)
+            if it == 1:
+                check_init_loss(loss.item(), s.data.tokenizer.vocab_size, log)
+            fit = budget.step_done(it - 1, clock(s.device) - t_step, end_cost(s, eval_seconds),
+                                   eval_seconds / cfg.eval_interval)
+            if fit:  # the calibration is done: the schedule's length, from the measured pace
+                cfg.max_iters = adopt(s, fit, it, first=True)
+            if it % cfg.log_interval == 0:
+                logged = log_step(s, it, loss, lrs, norm, logged, best_val)
+        return finish(s, it, best_val, budget.fitted, monitor)
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
@@ -110,111 +126,259 @@ def clip_gradients(model: torch.nn.Module, max_norm: float, measure: bool):
 
 
 @torch.no_grad()
-def mean_loss(model, batches, rt: Runtime) -> float:
+def mean_loss(model, batches, device: str, autocast=None) -> float:
     """The loss averaged over every target in `batches` (model in eval mode meanwhile)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for x, y in batches:
-        with rt.autocast:
-            _, loss = model(x.to(rt.device), y.to(rt.device))
+        with autocast or nullcontext():
+            _, loss = model(x.to(device), y.to(device))
         total += loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)
     return total / count
 
 
+# ----------------------------------------------------------------------------- before the first step
+
+
+@dataclass
+class Setup:
+    """What the loop starts from: settings, where it runs, data, model, optimizer, generators.
+    The loop's moving state (step, best val loss) is not here: it lives in train()."""
+
+    cfg: TrainConfig
+    device: str
+    autocast: object  # bfloat16 autocast, or a context that does nothing (nanogpt.precision)
+    procs: Processes  # this process among torchrun's (rank 0 of 1 without torchrun)
+    data: Batches
+    model: torch.nn.Module  # the plain module: saved, clipped, watched by --diag
+    compiled: torch.nn.Module  # the same weights, compiled under --compile (else `model` itself)
+    ddp_model: torch.nn.Module  # `compiled`, wrapped in DDP under torchrun (gradients averaged)
+    optimizer: object  # a torch optimizer, or nanogpt.optim.Optimizers (Muon beside AdamW)
+    batch_gen: torch.Generator  # the training batches
+    eval_gen: torch.Generator  # the fixed evaluation batches, drawn once
+    eval_batches: dict
+    log: RunLog
+    out: Path
+    t0: float
+    start_iter: int = 0
+    best_val: float = math.inf
+    budget_fitted: bool = False
+    resumed: bool = False
+
+    def __enter__(self) -> Setup:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.log.close()
+        self.procs.close()
+
+
+def set_up(cfg: TrainConfig, progress: bool = True, make_model=None) -> Setup:
+    """Everything before the first step: the settings (last.pt's on --resume), the device, the data,
+    a seeded model, the optimizer, the generators; on resume, every state put back."""
+    t0 = time.time()
+    ckpt, notes = None, []
+    if cfg.resume:
+        ckpt = load_checkpoint(Path(cfg.out_dir) / "last.pt")
+        cfg, notes = resumed_config(cfg, ckpt["config"])
+    procs, device = join_processes(pick_device(cfg.device), cfg.grad_accum)  # torchrun, or one process
+    use_device(device, cfg.threads, procs.world)
+    kind = device.split(":")[0]  # cpu, cuda or mps
+    dtype = pick_dtype(cfg.dtype, kind)
+    autocast = autocast_for(dtype, kind)
+    out = Path(cfg.out_dir)
+    log = RunLog(out, active=procs.master, progress=progress)
+    moved = prepare_folder(out, fresh=ckpt is None) if procs.master else []
+    data = Batches(cfg)
+
+    torch.manual_seed(cfg.seed)  # every process starts from the same weights
+    model_config = model_config_of(cfg, data.tokenizer.vocab_size)
+    # make_model(model_config) -> a module: a lecture's own variant of the stage's model (its
+    # checkpoints then load only through that same function, not through load_model)
+    model = make_model(model_config) if make_model else build_model(cfg.stage, model_config)
+    model.to(device=device, dtype=weights_dtype(dtype))
+    torch.manual_seed(cfg.seed + procs.rank)  # each process its own dropout masks
+    optimizer = make_optimizer(model, cfg, kind)
+    compiled, compile_note = model, None
+    if pick_compile(cfg.compile, kind):  # tried on a batch of its own
+        example = data.draw("train", torch.Generator().manual_seed(cfg.seed))
+        compiled, compile_note = compile_model(model, example, device, autocast)
+    batch_gen = torch.Generator().manual_seed(cfg.seed)
+    eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    s = Setup(cfg, device, autocast, procs, data, model, compiled, wrap(compiled, procs, device),
+              optimizer, batch_gen, eval_gen, data.fixed(cfg.eval_iters, eval_gen), log, out, t0)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"], batch=batch_gen, eval=eval_gen)
+        s.start_iter, s.best_val, s.resumed = ckpt["iter"], ckpt["best_val_loss"], True
+        s.budget_fitted = ckpt.get("budget_set", True)
+    log.open(resumed_at=s.start_iter if s.resumed else None)
+    budget_open = cfg.max_minutes > 0 and not s.budget_fitted
+    for line in plan_lines(cfg, data, model, device, dtype, compiled is not model, procs.world, budget_open):
+        log.say(line)
+    if s.resumed:
+        log.say(f"resuming {out / 'last.pt'} at iter {s.start_iter}")
+    if moved:
+        log.say(f"note: a fresh run: moved the earlier run's {', '.join(moved)} to {out / 'previous'}/ "
+                "(--resume continues a run instead)")
+    for note in notes + ([compile_note] if compile_note else []):
+        log.say(note)
+    log.start_bar(s.start_iter, cfg.max_iters)
+    return s
+
+
+class NoMonitor:
+    """The stand-in for a diagnostics Monitor when --diag is off: its five hooks do nothing."""
+
+    def start_step(self, it): pass
+    def after_backward(self, it): pass
+    def before_update(self, it): pass
+    def after_update(self, it, **numbers): pass
+    def finish(self, out_dir): pass
+
+
+def watch(model, cfg: TrainConfig, procs: Processes):
+    """A diagnostics Monitor on the model (--diag), else a NoMonitor."""
+    if not cfg.diag:
+        return NoMonitor()
+    from nanogpt.diagnostics.monitor import Monitor  # the lens imports the models, never the reverse
+
+    return Monitor(model, every=cfg.diag_every, grad_accum=cfg.grad_accum // procs.world)
+
+
 # ----------------------------------------------------------------------------- evaluating, saving, ending
 
 
-def evaluate_and_save(run: Run, budget: TimeBudget | None = None) -> dict:
-    """Score the fixed batches, log, and write last.pt (and best.pt when val improved); before the
-    save, refit the time budget, so that last.pt holds the schedule the run follows."""
+def save(s: Setup, it: int, best_val: float, budget_fitted: bool, *names: str) -> str:
+    """Write last.pt and/or best.pt (rank 0 only); returns what was written, for the log line."""
+    if s.procs.master:
+        ckpt = run_checkpoint(s.model, s.optimizer, s.cfg, s.data.tokenizer, it, best_val, budget_fitted,
+                              batch=s.batch_gen, eval=s.eval_gen)
+        for name in names:
+            save_checkpoint(ckpt, s.out / name)
+    return f"saved {' and '.join(names)} at iter {it}"
+
+
+def evaluate_and_save(s: Setup, it: int, best_val: float, budget: TimeBudget | None):
+    """Score the fixed batches, log, refit the time budget, and write last.pt (and best.pt when val
+    improved); the refit comes first, so that last.pt holds the schedule the run follows.
+    Returns the losses, the best val loss and the seconds the evaluation took."""
     t = time.time()
-    losses = {split: mean_loss(run.eval_model, b, run.rt) for split, b in run.eval_batches.items()}
-    run.eval_seconds = time.time() - t
+    losses = {split: mean_loss(s.compiled, b, s.device, s.autocast) for split, b in s.eval_batches.items()}
+    eval_seconds = time.time() - t
     for split, value in losses.items():
-        check_finite(run, value, f"{split} loss")
-    improved = losses["val"] < run.best_val
-    run.best_val = min(run.best_val, losses["val"])
-    run.log.log(kind="eval", iter=run.iter, train_loss=losses["train"], val_loss=losses["val"],
-                time=round(time.time() - run.t0, 3))
-    if budget is not None:
-        budget.refit()
-    line = f"iter {run.iter}: train {losses['train']:.4f}, val {losses['val']:.4f}"
-    if run.iter > 0:  # an untrained model is not worth a file
-        line += "; " + run.save(*(("last.pt", "best.pt") if improved else ("last.pt",)))
-    run.log.say(line)
-    return losses
+        check_finite(value, f"{split} loss", it, best_val)
+    improved = losses["val"] < best_val
+    best_val = min(best_val, losses["val"])
+    s.log.log(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
+              time=round(time.time() - s.t0, 3))
+    if budget is not None and (fit := budget.refit(it, end_cost(s, eval_seconds))):
+        s.cfg.max_iters = adopt(s, fit, it, first=False)
+    line = f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}"
+    if it > 0:  # an untrained model is not worth a file
+        line += "; " + save(s, it, best_val, budget is None or budget.fitted,
+                            *(("last.pt", "best.pt") if improved else ("last.pt",)))
+    s.log.say(line)
+    return losses, best_val, eval_seconds
 
 
-def check_finite(run: Run, value: float, what: str) -> None:
+def end_cost(s: Setup, eval_seconds: float) -> float:
+    """What the end of this run costs in seconds, for the time budget (nanogpt.budget)."""
+    sizes = s.data.sizes()
+    final = sizes["val"] if s.data.form == "text" else sizes["train"] + sizes["val"]
+    return end_seconds(eval_seconds, len(s.eval_batches) * s.cfg.eval_iters * s.data.tokens_per_batch, final)
+
+
+def adopt(s: Setup, fit: Fit, it: int, first: bool) -> int:
+    """The budget's max_iters (rank 0's, on every process), logged; the first fit is said too."""
+    max_iters = s.procs.from_rank0(fit.max_iters, s.device)
+    if first:
+        s.log.say(f"time budget {s.cfg.max_minutes} min: {fit.seconds_per_step:.3f} s/step with evaluations "
+                  f"-> max_iters {max_iters} (refitted at every evaluation)")
+    s.log.log(kind="budget", iter=it, seconds_per_step=fit.seconds_per_step, max_iters=max_iters)
+    return max_iters
+
+
+def check_finite(value: float, what: str, it: int, best_val: float) -> None:
     """Stop the run (writing nothing more) when a loss is NaN or infinite."""
     if not math.isfinite(value):
-        kept = f"best.pt (val {run.best_val:.4f}) is kept" if math.isfinite(run.best_val) else \
-            "this run wrote no best.pt"
-        raise UserError(f"the {what} is {value} at iter {run.iter}: training diverged and "
-                        f"stopped; {kept}; try a lower --lr or --grad-clip 1")
+        kept = "this run wrote no best.pt"
+        if math.isfinite(best_val):
+            kept = f"best.pt (val {best_val:.4f}) is kept"
+        raise UserError(f"the {what} is {value} at iter {it}: training diverged and stopped; {kept}; "
+                        "try a lower --lr or --grad-clip 1")
 
 
-def check_init_loss(run: Run, loss: float) -> None:
+def check_init_loss(loss: float, vocab_size: int, log: RunLog) -> None:
     """At init every token should be about equally likely: a loss well above ln(vocab) means the
     initial predictions are confidently wrong."""
-    expected = math.log(run.data.tokenizer.vocab_size)
+    expected = math.log(vocab_size)
     if loss > expected + 0.3:
-        run.log.say(f"warning: the loss at init ({loss:.3f}) is {loss - expected:.2f} above "
-                    f"ln(vocab) = {expected:.3f}: the initial predictions are too confident "
-                    "(check the output layer's init)")
+        log.say(f"warning: the loss at init ({loss:.3f}) is {loss - expected:.2f} above ln(vocab) = "
+                f"{expected:.3f}: the initial predictions are too confident (check the output layer's init)")
 
 
-def log_step(run: Run, loss: torch.Tensor, lr: float, norm) -> None:
-    """The training loss (averaged over the processes), lr, gradient norm and speed: logged,
-    checked, and shown on the progress bar."""
-    loss = run.rt.mean(loss)
-    check_finite(run, loss, "training loss")
+def clock(device: str) -> float:
+    """The time, once the device has finished what it was given (a GPU runs behind python)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.time()
+
+
+def log_step(s: Setup, it: int, loss: torch.Tensor, lrs: dict, norm, logged: tuple, best_val: float) -> tuple:
+    """The training loss (averaged over the processes), each lr, the gradient norm and the speed:
+    logged, checked, and shown on the progress bar. Returns (time, it) of this log."""
+    loss = s.procs.mean(loss)
+    check_finite(loss, "training loss", it, best_val)
     now = time.time()
-    tokens = (run.iter - run.logged[1]) * run.n_tokens_per_step
-    tok_s = tokens / max(now - run.logged[0], 1e-9)
-    run.logged = (now, run.iter)
-    run.log.log(kind="train", iter=run.iter, loss=loss, lr=lr, tokens_per_s=round(tok_s, 1),
-                grad_norm=None if norm is None else norm.item(), time=round(now - run.t0, 3))
-    run.log.move_bar(run.iter, run.cfg.max_iters, loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
+    tok_s = (it - logged[1]) * s.cfg.grad_accum * s.data.tokens_per_batch / max(now - logged[0], 1e-9)
+    s.log.log(kind="train", iter=it, loss=loss, **lrs, tokens_per_s=round(tok_s, 1),
+              grad_norm=None if norm is None else norm.item(), time=round(now - s.t0, 3))
+    s.log.move_bar(it, s.cfg.max_iters, loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}")
+    return now, it
 
 
-def stop_here(run: Run, monitor) -> dict:
+def result(s: Setup, it: int, best_val: float, interrupted: bool, losses: dict | None = None) -> dict:
+    """What train() returns."""
+    losses = losses or {"train": None, "val": None}
+    return {"iters": it, "out_dir": str(s.out), "interrupted": interrupted, "best_val_loss": best_val,
+            "train_loss": losses["train"], "val_loss": losses["val"], "seconds": time.time() - s.t0}
+
+
+def stop_here(s: Setup, it: int, best_val: float, budget_fitted: bool, saved_at: int, monitor) -> dict:
     """Ctrl-C or SIGTERM: make sure last.pt holds this step, and say how to continue."""
-    if run.saved_at != run.iter:
-        run.save("last.pt")
-    run.log.say(f"interrupted at iter {run.iter}: saved last.pt; continue with --resume")
-    monitor.finish(str(run.out))
-    return {"iters": run.iter, "out_dir": str(run.out), "interrupted": True, "best_val_loss": run.best_val,
-            "train_loss": None, "val_loss": None, "seconds": time.time() - run.t0}
+    if saved_at != it:
+        save(s, it, best_val, budget_fitted, "last.pt")
+    s.log.say(f"interrupted at iter {it}: saved last.pt; continue with --resume")
+    monitor.finish(str(s.out))
+    return result(s, it, best_val, interrupted=True)
 
 
-def finish(run: Run, monitor) -> dict:
+def finish(s: Setup, it: int, best_val: float, budget_fitted: bool, monitor) -> dict:
     """The final evaluation (on the full splits where affordable), the loss curve, the result."""
-    run.log.move_bar(run.iter, run.cfg.max_iters)
-    losses = evaluate_and_save(run)
-    if run.data.form == "examples":  # makemore's numbers: every example of each split
-        losses = {s: mean_loss(run.eval_model, run.data.full(s), run.rt) for s in ("train", "val")}
-    else:  # the whole val split in windows side by side; train stays an estimate
-        losses["val"] = mean_loss(run.eval_model, run.data.full("val"), run.rt)
-    check_finite(run, losses["val"], "val loss")
-    run.log.log(kind="final", iter=run.iter, train_loss=losses["train"], val_loss=losses["val"])
-    seconds = time.time() - run.t0
-    monitor.finish(str(run.out))
-    if run.rt.master:
-        plot_losses(run.out / "metrics.jsonl", run.out / "loss.png")
-    run.log.say(f"done: {run.iter} steps in {seconds / 60:.1f} min; final train {losses['train']:.4f}, "
-                f"val {losses['val']:.4f} (full split); files in {run.out}/")
-    return {"iters": run.iter, "out_dir": str(run.out), "interrupted": False, "best_val_loss": run.best_val,
-            "train_loss": losses["train"], "val_loss": losses["val"], "seconds": seconds}
+    s.log.move_bar(it, s.cfg.max_iters)
+    losses, best_val, _ = evaluate_and_save(s, it, best_val, None)
+    splits = ("train", "val") if s.data.form == "examples" else ("val",)  # makemore's: every example
+    for split in splits:  # the text's val split: every window side by side; train stays an estimate
+        losses[split] = mean_loss(s.compiled, s.data.full(split), s.device, s.autocast)
+    check_finite(losses["val"], "val loss", it, best_val)
+    s.log.log(kind="final", iter=it, train_loss=losses["train"], val_loss=losses["val"])
+    monitor.finish(str(s.out))
+    if s.procs.master:
+        plot_losses(s.out / "metrics.jsonl", s.out / "loss.png")
+    s.log.say(f"done: {it} steps in {(time.time() - s.t0) / 60:.1f} min; final train {losses['train']:.4f}, "
+              f"val {losses['val']:.4f} (full split); files in {s.out}/")
+    return result(s, it, best_val, interrupted=False, losses=losses)
 
 
 def main(argv=None) -> int:
     """The command line: `python -m nanogpt.train --help`; exit status 130 when interrupted."""
     return cli.invoke(lambda args: 130 if train(config_from_namespace(args))["interrupted"] else 0,
-                   build_parser(), argv)
+                      build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,6 @@ import pytest
 import torch
 
 from nanogpt.checkpoint import (
-    STAGES,
-    build_model,
     clean_state_dict,
     load_checkpoint,
     load_model,
@@ -17,6 +15,7 @@ from nanogpt.checkpoint import (
 from nanogpt.config import preset
 from nanogpt.errors import UserError
 from nanogpt.gpt import GPT, GPTConfig
+from nanogpt.models import STAGES, build_model
 from nanogpt.train import train
 
 

@@ -3,8 +3,10 @@ from dataclasses import fields
 import pytest
 import torch
 
-from nanogpt.config import PRESETS, TrainConfig, build_parser, config_from_args, dashed, preset
+from nanogpt.checks import dashed
+from nanogpt.config import PRESETS, TrainConfig, preset
 from nanogpt.errors import UserError
+from nanogpt.flags import build_parser, config_from_args
 from nanogpt.train import main
 
 

@@ -3,9 +3,8 @@ import os
 import pytest
 import torch
 
-from nanogpt import data
+from nanogpt import datasets as data
 from nanogpt.data import (
-    DATASETS,
     context_examples,
     get_batch,
     load_text,
@@ -13,6 +12,7 @@ from nanogpt.data import (
     split_text,
     text_examples,
 )
+from nanogpt.datasets import DATASETS
 from nanogpt.errors import UserError
 
 

@@ -175,12 +175,23 @@ def test_the_lectures_have_their_exercises():
                       "04_manual_backprop": 7, "05_gpt": 4, "06_attribution": 3}
 
 
+def check_passes(runner, nb, exercise, answer_source) -> bool:
+    """Run an answer in the kernel's current state, then the exercise's check: True when it passes."""
+    answer = new_code_cell(answer_source)
+    runner.execute_cell(answer, exercise.answer)
+    check = copy.deepcopy(nb.cells[exercise.check])
+    runner.execute_cell(check, exercise.check)
+    return ex.error_of(answer) is None and ex.error_of(check) is None
+
+
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
-def test_each_check_fails_on_its_stub_and_passes_on_its_solution(solution):
-    """The lecture's one smoke run in the suite: every cell runs clean, and at each exercise the stub
-    goes first, its check must fail, then the solution, and the same check must pass."""
+def test_each_check_rejects_its_stub_and_wrong_answers_and_accepts_right_ones(solution):
+    """The lecture's one smoke run in the suite: every cell runs clean, and at each exercise, in the
+    kernel that has run everything before it, the stub and every known-wrong answer must fail the
+    check and every alternative right answer must pass it; then the solution runs and passes."""
     nb = nbformat.read(solution, as_version=4)
     at = {e.answer: e for e in ex.validate(nb, str(solution))}
+    variants = ex.load_variants(solution)
     failures, proved = [], []
     runner = client(nb, solution, timeout=900, allow_errors=True)
     with smoke_env(True), runner.setup_kernel():
@@ -188,13 +199,16 @@ def test_each_check_fails_on_its_stub_and_passes_on_its_solution(solution):
             if cell.cell_type != "code":
                 continue
             if i in at:
-                runner.execute_cell(new_code_cell(ex.stub_source(cell.source)), i)
-                check = copy.deepcopy(nb.cells[at[i].check])
-                runner.execute_cell(check, at[i].check)
-                if ex.error_of(check) is None:
-                    failures.append(f"{at[i].name}: the check passes on the stub")
-                else:
-                    proved.append(at[i].name)
+                e = at[i]
+                if check_passes(runner, nb, e, ex.stub_source(cell.source)):
+                    failures.append(f"{e.name}: the check passes on the stub")
+                for v in variants.get(e.name, {}).get("wrong", []):
+                    if check_passes(runner, nb, e, ex.with_answer(cell.source, v["answer"])):
+                        failures.append(f"{e.name}: the check accepts a wrong answer ({v['why']})")
+                for v in variants.get(e.name, {}).get("right", []):
+                    if not check_passes(runner, nb, e, ex.with_answer(cell.source, v["answer"])):
+                        failures.append(f"{e.name}: the check rejects a right answer ({v['why']})")
+                proved.append(e.name)
             runner.execute_cell(cell, i)
             if (err := ex.error_of(cell)) is not None:
                 failures.append(f"cell {i}: {ex.one_line(err)}")

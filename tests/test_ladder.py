@@ -6,8 +6,9 @@ from io import StringIO
 
 import pytest
 
-from nanogpt.config import config_from_args, preset
+from nanogpt.config import preset
 from nanogpt.course.ladder import QUIET, ROWS, command_for, gpt_row, main
+from nanogpt.flags import config_from_args
 
 
 @pytest.fixture(scope="module")

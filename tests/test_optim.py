@@ -5,11 +5,11 @@ import pytest
 import torch
 from test_train import losses, records, tiny
 
-import nanogpt.runtime
+import nanogpt.interrupt
 from nanogpt.config import preset
 from nanogpt.errors import UserError
 from nanogpt.gpt import GPT, GPTConfig
-from nanogpt.optim import Optimizers, make_optimizer
+from nanogpt.optim import Optimizers, make_optimizer, set_lr
 from nanogpt.train import train
 
 
@@ -58,8 +58,7 @@ def test_muon_steps_at_muon_lr_on_the_schedule_the_loop_sets():
     opt = make_optimizer(model, cfg, "cpu")
     hidden = [p for n, p in reference.named_parameters() if n.startswith("blocks.") and p.dim() == 2]
     plain_muon = torch.optim.Muon(hidden, lr=0.05 * 0.5, momentum=0.9, weight_decay=0.0)
-    for group in opt.param_groups:  # what train() does: half-way down the schedule
-        group["lr"] = 0.5 * cfg.lr
+    logged = set_lr(opt, 0.5 * cfg.lr)  # what train() does: half-way down the schedule
     fake_gradients(model, 1)
     fake_gradients(reference, 1)
     opt.step()
@@ -67,7 +66,9 @@ def test_muon_steps_at_muon_lr_on_the_schedule_the_loop_sets():
     for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
         if name.startswith("blocks.") and p.dim() == 2:
             assert torch.equal(p, q), name
-    assert all(g["lr"] == 0.5 * cfg.lr for g in opt.param_groups)  # it reads back as set
+    # each group reads back the lr it stepped with, and the log says both
+    assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx([0.5 * cfg.lr, 0.5 * 0.05])
+    assert logged == {"lr": 0.5 * cfg.lr, "muon_lr": pytest.approx(0.025)}
 
 
 def test_optimizers_state_dict_round_trip_continues_exactly():
@@ -115,7 +116,7 @@ def test_a_stopped_muon_run_resumes_exactly(tmp_path, monkeypatch):
     train(tiny(tmp_path / "whole", **settings), progress=False)
 
     calls = []  # the loop asks once per step: say "stop" at step 12 (last.pt is written there)
-    monkeypatch.setattr(nanogpt.runtime.StopRequests, "requested",
+    monkeypatch.setattr(nanogpt.interrupt.StopRequests, "requested",
                         lambda self: calls.append(1) or len(calls) == 13)
     assert train(tiny(tmp_path / "stopped", **settings), progress=False)["interrupted"]
     monkeypatch.undo()

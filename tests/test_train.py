@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from nanogpt.config import PRESETS, preset
+from nanogpt.device import pick_device
 from nanogpt.errors import UserError
-from nanogpt.run import make_optimizer
-from nanogpt.runtime import pick_device, setup_runtime
-from nanogpt.train import lr_at, main, train
+from nanogpt.optim import make_optimizer
+from nanogpt.precision import autocast_for, weights_dtype
+from nanogpt.train import lr_at, main, set_up, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # A GPT small enough that a step takes milliseconds; float64 where runs are compared exactly.
@@ -118,20 +119,19 @@ def test_ctrl_c_saves_last_pt_and_stops(tmp_path, sig):
 
 
 def test_diverging_loss_stops_and_keeps_best_pt(tmp_path, monkeypatch):
-    import nanogpt.run
     import nanogpt.train
 
     # a sane run until iter 10 (best.pt written at 5 and 10), then a learning rate that blows it up
     sane = nanogpt.train.lr_at
     monkeypatch.setattr(nanogpt.train, "lr_at", lambda it, cfg: sane(it, cfg) if it < 10 else 1e30)
     saved = {}
-    real_save = nanogpt.run.save_checkpoint
+    real_save = nanogpt.train.save_checkpoint
 
     def save(ckpt, path):
         real_save(ckpt, path)
         saved[Path(path).name] = Path(path).read_bytes()
 
-    monkeypatch.setattr(nanogpt.run, "save_checkpoint", save)
+    monkeypatch.setattr(nanogpt.train, "save_checkpoint", save)
     with pytest.raises(UserError, match="diverged"):
         train(tiny(tmp_path, max_iters=50, eval_interval=5, warmup_iters=0, grad_clip=0.0), progress=False)
     assert (tmp_path / "best.pt").read_bytes() == saved["best.pt"]  # the last one written before NaN
@@ -274,22 +274,21 @@ def test_device_is_picked_cuda_then_mps_then_cpu(monkeypatch):
 
 
 def test_cpu_trains_in_float32_unless_bfloat16_is_asked_for():
-    cpu = setup_runtime(preset("smoke", device="cpu"))
-    assert cpu.param_dtype == torch.float32 and "nullcontext" in type(cpu.autocast).__name__
-    forced = setup_runtime(preset("smoke", device="cpu", dtype="bfloat16"))
-    assert isinstance(forced.autocast, torch.autocast) and forced.param_dtype == torch.float32
+    dtype = PRESETS["smoke"].dtype
+    assert weights_dtype(dtype) == torch.float32
+    assert "nullcontext" in type(autocast_for(dtype, "cpu")).__name__
+    assert isinstance(autocast_for("bfloat16", "cpu"), torch.autocast)
+    assert weights_dtype("bfloat16") == torch.float32
 
 
 def test_a_plain_resume_notes_only_the_flags_the_saved_run_overrides(tmp_path, capsys):
-    from nanogpt.run import start_run
-
     # --max-minutes rewrites the saved max_iters; the user never typed it, so no note about it
     train(tiny(tmp_path, max_iters=10**6, max_minutes=0.02, eval_interval=10**6), progress=False)
     capsys.readouterr()
     for flags, note in (({}, None), ({"lr": 0.5}, "ignored: lr=0.5")):
-        run = start_run(tiny(tmp_path, max_minutes=0.02, eval_interval=10**6, resume=True, **flags),
-                        progress=False)
-        run.log.close()
+        setup = set_up(tiny(tmp_path, max_minutes=0.02, eval_interval=10**6, resume=True, **flags),
+                       progress=False)
+        setup.log.close()
         out = capsys.readouterr().out
         assert ("ignored" not in out) if note is None else (note in out)
 

@@ -46,8 +46,8 @@ from nanogpt.attribution.result import check_save_path
 from nanogpt.attribution.views import summary
 from nanogpt.checkpoint import load_model, resolve
 from nanogpt.config import default_checkpoint
+from nanogpt.device import pick_device
 from nanogpt.errors import UserError
-from nanogpt.runtime import pick_device
 from nanogpt.sample import generate, prompt_ids
 
 

@@ -44,6 +44,7 @@ CHECK = re.compile(r"^# check:(?P<name>.*)$")
 HINT = "replace this line with your answer, then run the check cell below"
 STUB_MARK = "# YOUR CODE HERE"
 META = "nanogpt"  # the notebook-metadata key of a generated copy
+MIN_WRONG, MIN_RIGHT = 2, 1  # known-wrong and alternative right answers each exercise must carry
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,44 @@ def stub_source(source: str) -> str:
     if block:
         raise UserError(f"line {block[0]}: ### BEGIN SOLUTION without a ### END SOLUTION after it")
     return "\n".join(out)
+
+
+def with_answer(source: str, answer) -> str:
+    """The answer cell's source with its solution block(s) replaced by `answer` (a string, or one
+    string per block), each line indented like the block: how a known-wrong or an alternative
+    right answer (variants_path) is put in the solution's place."""
+    answers = [answer] if isinstance(answer, str) else list(answer)
+    out, inside = [], False
+    for line in source.split("\n"):
+        begin, end = BEGIN.match(line), END.match(line)
+        if begin:
+            if not answers:
+                raise UserError("fewer answers than solution blocks")
+            out += [begin["indent"] + text if text else "" for text in answers.pop(0).split("\n")]
+            inside = True
+        elif end:
+            inside = False
+        elif not inside:
+            out.append(line)
+    if answers:
+        raise UserError("more answers than solution blocks")
+    return "\n".join(out)
+
+
+def variants_path(solution: Path) -> Path:
+    """Where a solution notebook's known-wrong and alternative right answers are kept: a JSON file
+    beside it, lectures/solutions/variants/NN_name.json, never copied to the learner.
+
+        {"<exercise name>": {"wrong": [{"why": "...", "answer": "..."}, ...],
+                             "right": [{"why": "...", "answer": "..."}, ...]}}
+    """
+    return solution.parent / "variants" / f"{solution.stem}.json"
+
+
+def load_variants(solution: Path) -> dict:
+    """The variants of a solution notebook's exercises ({} when it has none yet)."""
+    path = variants_path(solution)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def has_solution(source: str) -> bool:

@@ -20,20 +20,19 @@ import argparse
 import json
 import sys
 import time
-from contextlib import nullcontext, redirect_stdout
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from nanogpt import cli
-from nanogpt.batches import Batches
 from nanogpt.bigram import CountBigram
 from nanogpt.checkpoint import load_model
-from nanogpt.config import PRESETS, dashed, preset
-from nanogpt.data import load_text, split_text
+from nanogpt.checks import dashed
+from nanogpt.config import PRESETS, preset
+from nanogpt.data import Batches, load_text, split_text
 from nanogpt.errors import UserError
-from nanogpt.runtime import Runtime
 from nanogpt.tokenizer import CharTokenizer
 from nanogpt.train import mean_loss, train
 
@@ -118,8 +117,8 @@ def command_for(row: Row, settings: dict) -> str:
 
 def full_split_losses(cfg, model) -> dict:
     """Train and val loss of a model on every token of both splits (the engine's own evaluation)."""
-    data, rt = Batches(cfg), Runtime("cpu", torch.float32, nullcontext())
-    return {split: mean_loss(model, data.full(split), rt) for split in ("train", "val")}
+    data = Batches(cfg)
+    return {split: mean_loss(model, data.full(split), "cpu") for split in ("train", "val")}
 
 
 def run_engine_row(row: Row, args) -> Result:

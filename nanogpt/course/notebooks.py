@@ -66,7 +66,7 @@ def banner() -> str:
     the lectures' plot style (plot_style), so that every lecture's figures share it."""
     import torch
 
-    from nanogpt.runtime import pick_device  # imported here: the test helpers need no torch
+    from nanogpt.device import pick_device  # imported here: the test helpers need no torch
 
     plot_style()
     device = pick_device("auto")

@@ -6,9 +6,11 @@ import pytest
 import torch
 from test_train import losses, tiny
 
-import nanogpt.runtime as runtime
-from nanogpt.config import PRESETS, preset
-from nanogpt.runtime import cpu_bf16_units, cpu_has_amx, pick_compile, pick_dtype, setup_runtime
+import nanogpt.device as device
+import nanogpt.precision as precision
+from nanogpt.config import PRESETS
+from nanogpt.device import pick_compile
+from nanogpt.precision import autocast_for, cpu_bf16_units, cpu_has_amx, pick_dtype, weights_dtype
 from nanogpt.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,19 +28,19 @@ ROOT = Path(__file__).resolve().parents[1]
 ], ids=["off", "no-units", "amx", "avx512-not-named", "avx512-named"])
 def test_auto_dtype_on_a_cpu_is_bfloat16_only_where_its_units_are_switched_on(monkeypatch, units, switch,
                                                                               bf16):
-    monkeypatch.setattr(runtime, "cpu_bf16_units", lambda: units)
-    monkeypatch.setattr(runtime, "AUTO_BFLOAT16_CPU_UNITS", switch)
-    rt = setup_runtime(preset("smoke", device="cpu", dtype="auto"))
-    assert isinstance(rt.autocast, torch.autocast) == bf16
-    assert rt.param_dtype == torch.float32  # autocast: the weights stay float32
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: units)
+    monkeypatch.setattr(precision, "AUTO_BFLOAT16_CPU_UNITS", switch)
+    dtype = pick_dtype("auto", "cpu")
+    assert isinstance(autocast_for(dtype, "cpu"), torch.autocast) == bf16
+    assert weights_dtype(dtype) == torch.float32  # autocast: the weights stay float32
     assert pick_dtype("float32", "cpu") == "float32"  # a dtype asked for is kept either way
 
 
 def test_auto_means_bfloat16_on_amx_only_and_only_the_gpt_presets_ask_for_auto(monkeypatch):
-    assert runtime.AUTO_BFLOAT16_CPU_UNITS == ("amx_bf16",)  # measured to pay; AVX-512 BF16 alone not
+    assert precision.AUTO_BFLOAT16_CPU_UNITS == ("amx_bf16",)  # measured to pay; AVX-512 BF16 alone not
     for units, expected in (({"amx_bf16", "avx512_bf16"}, "bfloat16"), ({"avx512_bf16"}, "float32"),
                             (set(), "float32")):
-        monkeypatch.setattr(runtime, "cpu_bf16_units", lambda units=units: units)
+        monkeypatch.setattr(precision, "cpu_bf16_units", lambda units=units: units)
         assert pick_dtype("auto", "cpu") == expected
     # the small models (and the lectures' numbers) stay float32 on every machine
     dtypes = {name: cfg.dtype for name, cfg in PRESETS.items()}
@@ -57,7 +59,7 @@ def test_without_torchs_capabilities_they_are_read_from_proc_cpuinfo(monkeypatch
     monkeypatch.delattr(torch.cpu, "get_capabilities")
     cpuinfo = tmp_path / "cpuinfo"
     real_open = open
-    monkeypatch.setattr(runtime, "open", lambda path, *a: real_open(cpuinfo, *a), raising=False)
+    monkeypatch.setattr(precision, "open", lambda path, *a, **k: real_open(cpuinfo, *a, **k), raising=False)
     cpuinfo.write_text("flags\t\t: fpu avx512f amx_bf16 amx_tile\n")
     assert cpu_has_amx()
     cpuinfo.write_text("flags\t\t: fpu avx512f avx512_bf16\n")
@@ -68,18 +70,18 @@ def test_without_torchs_capabilities_they_are_read_from_proc_cpuinfo(monkeypatch
 
 
 def test_compile_auto_follows_the_table_and_needs_a_compiler_on_a_cpu(monkeypatch):
-    monkeypatch.setattr(runtime, "AUTO_COMPILE", ("cuda", "cpu"))
-    monkeypatch.setattr(runtime, "cpp_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.setattr(device, "AUTO_COMPILE", ("cuda", "cpu"))
+    monkeypatch.setattr(device, "cpp_compiler", lambda: "/usr/bin/g++")
     assert pick_compile("auto", "cpu") and pick_compile("auto", "cuda")
-    monkeypatch.setattr(runtime, "cpp_compiler", lambda: None)
+    monkeypatch.setattr(device, "cpp_compiler", lambda: None)
     assert not pick_compile("auto", "cpu") and pick_compile("auto", "cuda")
-    monkeypatch.setattr(runtime, "AUTO_COMPILE", ())
+    monkeypatch.setattr(device, "AUTO_COMPILE", ())
     assert not pick_compile("auto", "cuda")
     assert pick_compile("on", "cpu") and not pick_compile("off", "cuda")
 
 
 def test_without_a_cpp_compiler_compile_warns_and_trains_eager(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)  # no g++, no $CXX
+    monkeypatch.setattr(device.shutil, "which", lambda name: None)  # no g++, no $CXX
     train(tiny(tmp_path / "compiled", max_iters=3, eval_interval=1000, compile="on"), progress=False)
     out = capsys.readouterr().out
     assert out.count("warning: --compile: no C++ compiler found") == 1 and ", compiled" not in out
@@ -102,7 +104,7 @@ def test_a_backend_error_at_the_first_call_warns_and_trains_eager_without_a_trac
                 raise RuntimeError("InductorError: the backend exploded\nmore lines")
             return out
 
-    monkeypatch.setattr(runtime, "cpp_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.setattr(device, "cpp_compiler", lambda: "/usr/bin/g++")
     monkeypatch.setattr(torch, "compile", Failing)
     settings = dict(max_iters=4, eval_interval=2, dropout=0.1, dtype="float64")
     train(tiny(tmp_path / "compiled", compile="on", **settings), progress=False)

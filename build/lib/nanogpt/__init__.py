@@ -1,0 +1,1 @@
+"""nanogpt: a character-level GPT course, stage by stage."""

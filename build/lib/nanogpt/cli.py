@@ -1,0 +1,64 @@
+"""What every command line of the course shares: the parser, the common flags, the error wrapper.
+
+    parser = cli.parser("python -m nanogpt.sample", "Generate text from a checkpoint.")
+    cli.add_ckpt(parser); cli.add_seed(parser); cli.add_device(parser)
+    ...
+    def main(argv=None) -> int:
+        return cli.invoke(work, parser, argv)   # `error: ...` on stderr and exit 2 for a UserError
+
+A user's mistake (a bad flag value, a missing checkpoint, data not found) is a `UserError`; it
+becomes one line on stderr and exit status 2, never a traceback. Programming errors keep theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from nanogpt.errors import UserError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each flag's help; the description and epilog kept as written."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag becomes a one-line UserError instead of usage text."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
+def parser(prog: str, description: str, epilog: str | None = None) -> Parser:
+    """A parser whose --help shows every default."""
+    return Parser(prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter)
+
+
+def add_ckpt(p: argparse.ArgumentParser, default: str) -> None:
+    """--ckpt: a checkpoint file, or a run folder standing for its best.pt."""
+    p.add_argument("--ckpt", default=default, help="checkpoint file, or a run folder (its best.pt)")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """--device: where to run."""
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+
+
+def add_seed(p: argparse.ArgumentParser, default: int = 1337, help: str = "seed of every random draw"):
+    """--seed: every random draw starts from it."""
+    p.add_argument("--seed", type=int, default=default, help=help)
+
+
+def invoke(work: Callable[[argparse.Namespace], int | None], p: argparse.ArgumentParser, argv=None) -> int:
+    """Parse argv, call work(args); a UserError becomes `error: ...` on stderr and exit status 2,
+    Ctrl-C before work could handle it becomes `interrupted` and 130."""
+    try:
+        return work(p.parse_args(argv)) or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,144 @@
+"""A run's folder and what it tells: the lines it prints, metrics.jsonl, the progress bar, loss.png.
+
+Only rank 0 (the one process of a plain run) writes or prints; the other processes of a torchrun
+launch get a RunLog that stays silent, so the training loop never asks who it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nanogpt.errors import UserError
+
+# What a fresh run moves aside from a folder an earlier run used, so that `make sample` can never
+# load an older model (perhaps of another shape) as if this run had made it.
+EARLIER_RUN_FILES = ("best.pt", "last.pt", "diagnostics.npz", "health.txt", "loss.png")
+
+
+def prepare_folder(out: Path, fresh: bool) -> list[str]:
+    """Make the run folder (a one-line UserError where that cannot be done) and check it is
+    writable; a fresh run moves an earlier run's files into out/previous/. Returns what moved."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except FileExistsError:
+        raise UserError(f"--out-dir {out}: a file of that name exists; the run needs a folder") from None
+    except NotADirectoryError:
+        raise UserError(f"--out-dir {out}: part of that path is a file, not a folder") from None
+    except OSError as e:
+        raise UserError(f"--out-dir {out}: cannot write there ({e.strerror or e})") from None
+    moved = [name for name in EARLIER_RUN_FILES if (out / name).is_file()] if fresh else []
+    if moved:
+        (out / "previous").mkdir(exist_ok=True)
+        for name in moved:
+            os.replace(out / name, out / "previous" / name)
+    return moved
+
+
+class RunLog:
+    """Printing (above the progress bar) and metrics.jsonl, for rank 0."""
+
+    def __init__(self, out: Path, active: bool, progress: bool):
+        self.out, self.active, self.progress = out, active, progress and active
+        self.metrics = None
+        self.bar = None
+
+    def open(self, resumed_at: int | None) -> None:
+        """Start metrics.jsonl; on resume, keep only what was logged up to the checkpoint's step
+        (what the killed run logged after it is about to be redone)."""
+        if not self.active:
+            return
+        path = self.out / "metrics.jsonl"
+        kept = []
+        if resumed_at is not None and path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by the kill
+                    continue
+                if record.get("iter", 0) <= resumed_at:
+                    kept.append(line + "\n")
+        path.write_text("".join(kept))
+        self.metrics = open(path, "a")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    def say(self, msg: str) -> None:
+        """Print a line above the progress bar, at once."""
+        if self.active:
+            tqdm.write(msg, file=sys.stdout)
+            sys.stdout.flush()
+
+    def log(self, **record) -> None:
+        """Append one record to metrics.jsonl."""
+        if self.metrics is not None:
+            self.metrics.write(json.dumps(record) + "\n")
+            self.metrics.flush()
+
+    def start_bar(self, done: int, total: int) -> None:
+        self.bar = tqdm(total=total, initial=done, disable=not self.progress, unit="step",
+                        dynamic_ncols=True, file=sys.stderr)
+
+    def move_bar(self, done: int, total: int, **postfix) -> None:
+        """Bring the bar to `done` of `total` steps (the total moves when the time budget refits)."""
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+
+def plan_lines(cfg, data, model, device: str, dtype: str, compiled: bool, world: int,
+               budget_open: bool) -> list[str]:
+    """Two lines on what is about to be trained, and where."""
+    n_params = sum(p.numel() for p in model.parameters())
+    sizes = data.sizes()
+    unit = "tokens" if data.form == "text" else "examples"
+    what = (f"{cfg.stage} ({cfg.preset or 'custom'}): {n_params:,} parameters ({n_params / 1e6:.2f}M); "
+            f"vocab {data.tokenizer.vocab_size}; {cfg.data}: {sizes['train']:,} train / "
+            f"{sizes['val']:,} val {unit}")
+    where = f"{device}, " + ("float32 with bfloat16 autocast" if dtype == "bfloat16" else dtype)
+    if compiled:
+        where += ", compiled"
+    if device == "cpu":
+        n_threads = torch.get_num_threads()
+        where += f", {n_threads} thread" + ("s" if n_threads > 1 else "")
+    if world > 1:
+        where += f", {world} processes"
+    budget = f" (budget {cfg.max_minutes} min)" if budget_open else ""
+    return [what, f"device {where}; {cfg.max_iters} steps of {cfg.grad_accum} x {data.tokens_per_batch} "
+                  f"{unit}" + budget]
+
+
+def plot_losses(metrics_path, png_path):
+    """The loss curve of a run from its metrics.jsonl, as a PNG (no display needed)."""
+    from matplotlib.figure import Figure  # the object API: no backend, no global state
+
+    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line]
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    ax.plot([r["iter"] for r in train], [r["loss"] for r in train], lw=0.6, alpha=0.5,
+            label="train (each step's batch)")
+    ax.plot([r["iter"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (fixed batches)")
+    ax.plot([r["iter"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val (fixed batches)")
+    if evals:
+        ax.set_title(f"final val {evals[-1]['val_loss']:.4f} at iter {evals[-1]['iter']}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(png_path, dpi=100, bbox_inches="tight")
