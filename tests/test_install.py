@@ -23,8 +23,12 @@ def installed(tmp_path_factory):
     if not (SHARED / "tinyshakespeare.txt").is_file():
         pytest.skip("no Tiny Shakespeare to train on")
     tmp = tmp_path_factory.mktemp("install")
+    source = tmp / "source"  # a copy: building writes build/ and *.egg-info beside the sources
+    shutil.copytree(ROOT / "nanogpt", source / "nanogpt", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "-q", "-w", str(tmp / "wheel"), str(ROOT)], capture_output=True, text=True)
+                            "-q", "-w", str(tmp / "wheel"), str(source)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next((tmp / "wheel").glob("*.whl"))
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",

@@ -1,1 +1,0 @@
-"""nanogpt: a character-level GPT course, stage by stage."""
