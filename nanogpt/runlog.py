@@ -46,8 +46,9 @@ def prepare_folder(out: Path, fresh: bool) -> list[str]:
 class RunLog:
     """Printing (above the progress bar) and metrics.jsonl, for rank 0."""
 
-    def __init__(self, out: Path, active: bool, progress: bool):
-        self.out, self.active, self.progress = out, active, progress and active
+    def __init__(self, out: Path, active: bool, progress: bool, quiet: bool = False):
+        self.out, self.active, self.progress = out, active, progress and active and not quiet
+        self.quiet = quiet  # a run started from a lecture: only warnings are printed
         self.metrics = None
         self.bar = None
 
@@ -76,8 +77,8 @@ class RunLog:
             self.metrics.close()
 
     def say(self, msg: str) -> None:
-        """Print a line above the progress bar, at once."""
-        if self.active:
+        """Print a line above the progress bar, at once (in a quiet run, only warnings)."""
+        if self.active and (not self.quiet or msg.startswith("warning")):
             tqdm.write(msg, file=sys.stdout)
             sys.stdout.flush()
 

@@ -47,16 +47,16 @@ from nanogpt.runlog import RunLog, plan_lines, plot_losses, prepare_folder
 # ----------------------------------------------------------------------------- the loop
 
 
-def train(cfg: TrainConfig, progress: bool = True, make_model=None) -> dict:
+def train(cfg: TrainConfig, progress: bool = True, make_model=None, quiet: bool = False) -> dict:
     """Train one run; returns train_loss, val_loss, best_val_loss, iters, seconds, out_dir and
     interrupted. make_model(model_config) may build a variant of the stage's model (the lectures'
-    ablations)."""
-    s = set_up(cfg, progress, make_model)  # settings (or last.pt's), device, data, model, optimizer
+    ablations); quiet: print nothing but warnings (a run started from a lecture)."""
+    s = set_up(cfg, progress, make_model, quiet)  # settings (or last.pt's), device, data, model, optimizer
     cfg, log = s.cfg, s.log
     it, best_val = s.start_iter, s.best_val
     saved_at = it if s.resumed else -1  # the step whose state last.pt holds
     budget = TimeBudget(cfg.max_minutes, s.t0, it, fitted=s.budget_fitted)  # --max-minutes
-    monitor = watch(s.model, cfg, s.procs)  # --diag: statistics of every layer; else nothing
+    monitor = watch(s.model, cfg, s.procs, log)  # --diag: statistics of every layer; else nothing
     n_micro = cfg.grad_accum // s.procs.world  # this process's micro-batches per step
     eval_seconds, loss, logged = 0.0, None, (time.time(), it)
     with StopRequests() as stop, s:
@@ -176,7 +176,7 @@ class Setup:
         self.procs.close()
 
 
-def set_up(cfg: TrainConfig, progress: bool = True, make_model=None) -> Setup:
+def set_up(cfg: TrainConfig, progress: bool = True, make_model=None, quiet: bool = False) -> Setup:
     """Everything before the first step: the settings (last.pt's on --resume), the device, the data,
     a seeded model, the optimizer, the generators; on resume, every state put back."""
     t0 = time.time()
@@ -190,7 +190,7 @@ def set_up(cfg: TrainConfig, progress: bool = True, make_model=None) -> Setup:
     dtype = pick_dtype(cfg.dtype, kind)
     autocast = autocast_for(dtype, kind)
     out = Path(cfg.out_dir)
-    log = RunLog(out, active=procs.master, progress=progress)
+    log = RunLog(out, active=procs.master, progress=progress, quiet=quiet)
     moved = prepare_folder(out, fresh=ckpt is None) if procs.master else []
     data = Batches(cfg)
 
@@ -241,13 +241,14 @@ class NoMonitor:
     def finish(self, out_dir): pass
 
 
-def watch(model, cfg: TrainConfig, procs: Processes):
-    """A diagnostics Monitor on the model (--diag), else a NoMonitor."""
+def watch(model, cfg: TrainConfig, procs: Processes, log: RunLog):
+    """A diagnostics Monitor on the model (--diag) that prints through the run's log, else a
+    NoMonitor."""
     if not cfg.diag:
         return NoMonitor()
     from nanogpt.diagnostics.monitor import Monitor  # the lens imports the models, never the reverse
 
-    return Monitor(model, every=cfg.diag_every, grad_accum=cfg.grad_accum // procs.world)
+    return Monitor(model, every=cfg.diag_every, log=log.say, grad_accum=cfg.grad_accum // procs.world)
 
 
 # ----------------------------------------------------------------------------- evaluating, saving, ending

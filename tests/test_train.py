@@ -343,3 +343,12 @@ def test_equal_time_bench_refuses_a_bad_variant_before_training(spec, words, cap
     with pytest.raises(SystemExit) as e:
         bench_train().main(["--equal-time", "--variants", spec])
     assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_a_quiet_run_prints_only_warnings(tmp_path, capsys):
+    train(tiny(tmp_path, max_iters=4, eval_interval=2, diag=True, diag_every=2), progress=False, quiet=True)
+    assert capsys.readouterr().out == ""
+    pytest.importorskip("nanogpt.mlp")
+    train(preset("mlp", data="names", init="naive", n_hidden=16, max_iters=1, eval_iters=1,
+                 out_dir=str(tmp_path / "mlp")), progress=False, quiet=True)
+    assert capsys.readouterr().out.startswith("warning: the loss at init")
