@@ -51,6 +51,17 @@ def add_seed(p: argparse.ArgumentParser, default: int = 1337, help: str = "seed 
     p.add_argument("--seed", type=int, default=default, help=help)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def invoke(work: Callable[[argparse.Namespace], int | None], p: argparse.ArgumentParser, argv=None) -> int:
     """Parse argv, call work(args); a UserError becomes `error: ...` on stderr and exit status 2,
     Ctrl-C before work could handle it becomes `interrupted` and 130."""

@@ -175,6 +175,21 @@ def validate(nb, where: str) -> list[Exercise]:
     return found
 
 
+def read_notebook(path: Path):
+    """A notebook file, or a one-line UserError for one that is not a readable notebook (cut off
+    mid-write, not JSON, not nbformat 4)."""
+    import nbformat
+
+    try:
+        return nbformat.read(path, as_version=4)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except Exception as e:  # NotJSONError, JSONDecodeError, a schema's ValidationError, ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise UserError(f"{path} is not a readable notebook ({first}): restore it from git, or "
+                        "regenerate it with make exercises") from None
+
+
 def sources_digest(nb) -> str:
     """A fingerprint of a notebook's cell sources (not its outputs): it changes when anyone edits it."""
     cells = [[c.cell_type, c.source] for c in nb.cells]
@@ -191,6 +206,9 @@ def learner_notebook(nb, where: str = "the notebook"):
             cell.source = stub_source(cell.source)
             cell.outputs = []
             cell.execution_count = None
+    # the kernel's name as Jupyter Lab writes it on its first save: opening a copy changes nothing
+    out.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                  "name": "python3"}
     out.metadata[META] = {"generated_by": "python -m nanogpt.course.exercises build (make exercises)",
                           "sources_sha256": sources_digest(out)}
     return out
@@ -200,17 +218,15 @@ def learner_text(solution: Path) -> str:
     """The learner's copy of a solution notebook, as the exact text `build` writes."""
     import nbformat
 
-    nb = nbformat.read(solution, as_version=4)
+    nb = read_notebook(solution)
     return nbformat.writes(learner_notebook(nb, str(solution))) + "\n"  # as nbformat.write ends it
 
 
 def edited(learner: Path) -> bool:
     """Whether a learner's copy holds edits: sources that differ from the ones it was generated with."""
-    import nbformat
-
     if not learner.exists():
         return False
-    nb = nbformat.read(learner, as_version=4)
+    nb = read_notebook(learner)
     return nb.metadata.get(META, {}).get("sources_sha256") != sources_digest(nb)
 
 
@@ -278,10 +294,9 @@ def verdict(nb, ex: Exercise, stub: str | None = None) -> str:
 
 def run_notebook(path: Path, smoke: bool, timeout: int = 2400):
     """Execute a notebook past its errors; return it with what stopped it early, if anything."""
-    import nbformat
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     for cell in nb.cells:  # a check the run never reached must not look like one that passed
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
@@ -294,25 +309,36 @@ def run_notebook(path: Path, smoke: bool, timeout: int = 2400):
     return nb, stopped
 
 
-def check_lecture(path: Path, smoke: bool, solution: Path | None = None) -> tuple[list[str], bool]:
-    """Run one lecture and judge its exercises: the report's lines, and whether every one is ok.
+def printed(cell, max_lines: int = 12, width: int = 160) -> list[str]:
+    """What a cell printed (its stdout), cut to max_lines lines of at most `width` characters."""
+    text = "".join(o.get("text", "") for o in cell.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    lines = [line if len(line) <= width else line[: width - 3] + "..." for line in text.rstrip().splitlines()]
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [f"... ({len(lines) - max_lines + 1} more lines)"]
+    return lines
+
+
+def check_lecture(path: Path, smoke: bool, solution: Path | None = None,
+                  timeout: int = 2400) -> tuple[list[str], list[str]]:
+    """Run one lecture and judge its exercises: the report's lines, and each exercise's verdict.
 
     `solution`, when given, is the solution notebook the copy was generated from: an answer cell
     still equal to its stub is then reported as a stub even where its check fails some other way."""
-    import nbformat
-
     stubs = {}
     if solution is not None and solution.exists():
-        sol = nbformat.read(solution, as_version=4)
+        sol = read_notebook(solution)
         stubs = {e.name: stub_source(sol.cells[e.answer].source) for e in validate(sol, str(solution))}
     t0 = time.time()
-    nb, stopped = run_notebook(path, smoke)
+    nb, stopped = run_notebook(path, smoke, timeout)
     exercises = find(nb, str(path))
     lines = [f"{path.stem} ({'smoke' if smoke else 'full'} mode, {time.time() - t0:.0f} s)"]
     width = max((len(e.name) for e in exercises), default=0)
     verdicts = [verdict(nb, e, stubs.get(e.name)) for e in exercises]
     for number, (e, v) in enumerate(zip(exercises, verdicts, strict=True), 1):
         lines.append(f"  {number}. {e.name:{width}s}  {v}")
+        if v.startswith("not yet"):  # what the check printed: a table of which parts are right
+            lines += [f"       | {line}" for line in printed(nb.cells[e.check])]
     if not exercises:
         lines.append("  (no exercises)")
     checked = {i for e in exercises for i in (e.answer, e.check)}
@@ -322,7 +348,7 @@ def check_lecture(path: Path, smoke: bool, solution: Path | None = None) -> tupl
             lines.append(f"  note: cell {i} (not an exercise) failed: {one_line(err)}")
     if stopped:
         lines.append(f"  note: the run stopped early: {stopped}")
-    return lines, all(v == "ok" for v in verdicts)
+    return lines, verdicts
 
 
 def shown(path: Path) -> str:
@@ -366,14 +392,26 @@ def do_check(args) -> int:
     paths = files + (lecture_paths(prefixes, folder) if prefixes or not files else [])
     if not paths:
         raise UserError(f"no lecture notebooks in {shown(folder)}: make exercises writes them")
-    all_ok = True
+    verdicts = []
     for path in paths:
-        print(f"running {shown(path)} ({'smoke' if args.smoke else 'full'} mode) ...",
-              flush=True)
-        lines, ok = check_lecture(path, args.smoke, None if args.solutions else SOLUTIONS / path.name)
+        print(f"running {shown(path)} ({'smoke' if args.smoke else 'full'} mode) ...", flush=True)
+        beside = path.parent / "solutions" / path.name  # a copy's own solutions, else the course's
+        solution = None if args.solutions else beside if beside.is_file() else SOLUTIONS / path.name
+        lines, found = check_lecture(path, args.smoke, solution, args.timeout)
         print("\n".join(lines), flush=True)
-        all_ok = all_ok and ok
-    return 0 if all_ok else 1
+        verdicts += found
+    print(summary(verdicts))
+    return 0 if all(v == "ok" for v in verdicts) else 1
+
+
+def summary(verdicts: list[str]) -> str:
+    """The last line of `check`: how many exercises pass, and how many are left."""
+    ok = sum(v == "ok" for v in verdicts)
+    stubs = sum(v.startswith("stub") for v in verdicts)
+    line = f"{ok} of {len(verdicts)} exercises pass"
+    if ok < len(verdicts):
+        line += f"; {len(verdicts) - ok - stubs} not yet, {stubs} not started"
+    return line
 
 
 parser = cli.parser("python -m nanogpt.course.exercises",
@@ -397,11 +435,13 @@ p_build.add_argument("--force", action="store_true", help="overwrite copies that
 p_check = command("check", do_check, "run lectures and say which exercises pass (make check LECTURE=01)",
                   "Execute the learner's notebooks in lectures/ as saved (with your answers), past\n"
                   "any error, and print per exercise: ok, not yet: <the error>, or stub: not done yet.\n"
-                  "Exit status 0 when every exercise passes, 1 otherwise.")
+                  "The last line counts them. Exit status 0 when every exercise passes, 1 otherwise\n"
+                  "(make check says the same in its last line and exits 0).")
 p_check.add_argument("names", nargs="*", default=[],
                      help="lecture prefixes, e.g. 01 05, or notebook files; none given: all of lectures/")
 p_check.add_argument("--solutions", action="store_true", help="check lectures/solutions/ instead")
 p_check.add_argument("--smoke", action="store_true", help="smoke mode (NANOGPT_SMOKE=1): tiny loops")
+p_check.add_argument("--timeout", type=cli.positive_int, default=2400, help="seconds one cell may run")
 p_refresh = command("refresh", do_refresh, "run lectures/solutions/ in full, save outputs, rebuild copies "
                     "(make notebooks)",
                     "Execute the solution notebooks (lectures/solutions/) and save their outputs, then\n"
