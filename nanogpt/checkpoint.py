@@ -13,6 +13,7 @@ A checkpoint is a dict of plain python values and tensors only, so that
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import random
@@ -25,6 +26,7 @@ import torch
 
 from nanogpt.config import PRESETS, TrainConfig, preset
 from nanogpt.errors import UserError
+from nanogpt.interrupt import signals_deferred
 from nanogpt.models import build_model, model_config_dict, unknown_model_keys
 from nanogpt.tokenizer import tokenizer_from_dict
 
@@ -114,15 +116,26 @@ def versions() -> dict:
 def save_checkpoint(ckpt: dict, path) -> None:
     """Write a checkpoint atomically: into a temporary file in the same folder, then rename.
 
-    A reader (or a run killed mid-write) sees either the old file or the whole new one.
+    A reader (or a run killed mid-write) sees either the old file or the whole new one; a Ctrl-C
+    that lands inside the write waits for it to finish. A full disk is a one-line UserError, and
+    the old file stays.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-        os.replace(tmp, path)
+        with signals_deferred():
+            with os.fdopen(fd, "wb") as f:
+                torch.save(ckpt, f)
+            os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as "unexpected pos"
+        if getattr(e, "errno", None) == errno.ENOSPC or "unexpected pos" in str(e) \
+                or "No space left" in str(e):
+            raise UserError(f"disk full: could not write {path} (the previous {path.name}, if any, "
+                            "is kept); free some space and continue with --resume") from None
+        if isinstance(e, OSError):
+            raise UserError(f"could not write {path} ({e.strerror or e})") from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -4,12 +4,16 @@ training loop to stop after the current step, so that it saves last.pt and says 
     with StopRequests() as stop:
         while ...:
             if stop.requested(): save and leave
+
+    with signals_deferred():   # a Ctrl-C that lands inside a save waits for the save to finish
+        torch.save(...)
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
 
 
 class StopRequests:
@@ -40,3 +44,22 @@ class StopRequests:
     def requested(self) -> bool:
         """True once a stop signal arrived in this process."""
         return self.seen
+
+
+@contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM while the block runs (a save), then deliver any that arrived to the
+    handler that was there before (StopRequests', or Python's KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum))
+                for s in StopRequests.SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(arrived):  # each signal once, in the order it came
+            signal.raise_signal(sig)

@@ -7,40 +7,11 @@ launch get a RunLog that stays silent, so the training loop never asks who it is
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
-
-from nanogpt.errors import UserError
-
-# What a fresh run moves aside from a folder an earlier run used, so that `make sample` can never
-# load an older model (perhaps of another shape) as if this run had made it.
-EARLIER_RUN_FILES = ("best.pt", "last.pt", "diagnostics.npz", "health.txt", "loss.png")
-
-
-def prepare_folder(out: Path, fresh: bool) -> list[str]:
-    """Make the run folder (a one-line UserError where that cannot be done) and check it is
-    writable; a fresh run moves an earlier run's files into out/previous/. Returns what moved."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except FileExistsError:
-        raise UserError(f"--out-dir {out}: a file of that name exists; the run needs a folder") from None
-    except NotADirectoryError:
-        raise UserError(f"--out-dir {out}: part of that path is a file, not a folder") from None
-    except OSError as e:
-        raise UserError(f"--out-dir {out}: cannot write there ({e.strerror or e})") from None
-    moved = [name for name in EARLIER_RUN_FILES if (out / name).is_file()] if fresh else []
-    if moved:
-        (out / "previous").mkdir(exist_ok=True)
-        for name in moved:
-            os.replace(out / name, out / "previous" / name)
-    return moved
 
 
 class RunLog:

@@ -42,7 +42,8 @@ from nanogpt.interrupt import StopRequests
 from nanogpt.models import build_model, model_config_of
 from nanogpt.optim import make_optimizer, set_lr
 from nanogpt.precision import autocast_for, pick_dtype, weights_dtype
-from nanogpt.runlog import RunLog, plan_lines, plot_losses, prepare_folder
+from nanogpt.runfolder import RunFolder
+from nanogpt.runlog import RunLog, plan_lines, plot_losses
 
 # ----------------------------------------------------------------------------- the loop
 
@@ -66,7 +67,7 @@ def train(cfg: TrainConfig, progress: bool = True, make_model=None, quiet: bool 
                 _, best_val, eval_seconds = evaluate_and_save(s, it, best_val, budget)  # refits the budget
                 saved_at = it if it > 0 else saved_at  # (an untrained model is not saved)
             elif cfg.save_interval and it % cfg.save_interval == 0 and it != saved_at:  # --save-interval
-                check_finite(s.procs.mean(loss), "training loss", it, best_val)
+                check_finite(s.procs.mean(loss), "training loss", it, s)
                 log.say(save(s, it, best_val, budget.fitted, "last.pt"))
                 saved_at = it
             if s.procs.any(stop.requested(), s.device):  # Ctrl-C: after the save, so a resume goes on
@@ -100,7 +101,7 @@ def train(cfg: TrainConfig, progress: bool = True, make_model=None, quiet: bool 
             if fit:  # the calibration is done: the schedule's length, from the measured pace
                 cfg.max_iters = adopt(s, fit, it, first=True)
             if it % cfg.log_interval == 0:
-                logged = log_step(s, it, loss, lrs, norm, logged, best_val)
+                logged = log_step(s, it, loss, lrs, norm, logged)
         return finish(s, it, best_val, budget.fitted, monitor)
 
 
@@ -162,6 +163,7 @@ class Setup:
     eval_batches: dict
     log: RunLog
     out: Path
+    folder: RunFolder | None  # the locked run folder (rank 0; None for the other processes)
     t0: float
     start_iter: int = 0
     best_val: float = math.inf
@@ -173,12 +175,15 @@ class Setup:
 
     def __exit__(self, *exc) -> None:
         self.log.close()
+        if self.folder is not None:
+            self.folder.release()
         self.procs.close()
 
 
 def set_up(cfg: TrainConfig, progress: bool = True, make_model=None, quiet: bool = False) -> Setup:
-    """Everything before the first step: the settings (last.pt's on --resume), the device, the data,
-    a seeded model, the optimizer, the generators; on resume, every state put back."""
+    """Everything before the first step: the settings (last.pt's on --resume), the device, the run
+    folder (locked), the data, a seeded model, the optimizer, the generators; on resume, every
+    state put back. A fresh run moves an earlier run's files aside only once all of this worked."""
     t0 = time.time()
     ckpt, notes = None, []
     if cfg.resume:
@@ -190,10 +195,41 @@ def set_up(cfg: TrainConfig, progress: bool = True, make_model=None, quiet: bool
     dtype = pick_dtype(cfg.dtype, kind)
     autocast = autocast_for(dtype, kind)
     out = Path(cfg.out_dir)
-    log = RunLog(out, active=procs.master, progress=progress, quiet=quiet)
-    moved = prepare_folder(out, fresh=ckpt is None) if procs.master else []
-    data = Batches(cfg)
+    folder = RunFolder.claim(out) if procs.master else None  # one live run per folder
+    try:
+        s = build_setup(cfg, device, autocast, dtype, procs, out, folder, t0, progress, make_model, quiet)
+    except BaseException:
+        if folder is not None:
+            folder.release()
+        procs.close()
+        raise
+    if ckpt is not None:
+        s.model.load_state_dict(ckpt["model"])
+        s.optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"], batch=s.batch_gen, eval=s.eval_gen)
+        s.start_iter, s.best_val, s.resumed = ckpt["iter"], ckpt["best_val_loss"], True
+        s.budget_fitted = ckpt.get("budget_set", True)
+    moved = folder.archive_earlier() if folder is not None and ckpt is None else None
+    s.log.open(resumed_at=s.start_iter if s.resumed else None)
+    budget_open = cfg.max_minutes > 0 and not s.budget_fitted
+    for line in plan_lines(cfg, s.data, s.model, device, dtype, s.compiled is not s.model, procs.world,
+                           budget_open):
+        s.log.say(line)
+    if s.resumed:
+        s.log.say(f"resuming {out / 'last.pt'} at iter {s.start_iter}")
+    if moved:
+        s.log.say(f"note: a fresh run: the earlier run's files are kept in {moved}/ "
+                  "(--resume continues a run instead)")
+    for note in notes:
+        s.log.say(note)
+    s.log.start_bar(s.start_iter, cfg.max_iters)
+    return s
 
+
+def build_setup(cfg, device, autocast, dtype, procs, out, folder, t0, progress, make_model, quiet) -> Setup:
+    """The data, a seeded model on its device, the optimizer, the generators and the log."""
+    log = RunLog(out, active=procs.master, progress=progress, quiet=quiet)
+    data = Batches(cfg)
     torch.manual_seed(cfg.seed)  # every process starts from the same weights
     model_config = model_config_of(cfg, data.tokenizer.vocab_size)
     # make_model(model_config) -> a module: a lecture's own variant of the stage's model (its
@@ -201,34 +237,17 @@ def set_up(cfg: TrainConfig, progress: bool = True, make_model=None, quiet: bool
     model = make_model(model_config) if make_model else build_model(cfg.stage, model_config)
     model.to(device=device, dtype=weights_dtype(dtype))
     torch.manual_seed(cfg.seed + procs.rank)  # each process its own dropout masks
-    optimizer = make_optimizer(model, cfg, kind)
-    compiled, compile_note = model, None
-    if pick_compile(cfg.compile, kind):  # tried on a batch of its own
+    optimizer = make_optimizer(model, cfg, device.split(":")[0])
+    compiled = model
+    if pick_compile(cfg.compile, device.split(":")[0]):  # tried on a batch of its own
         example = data.draw("train", torch.Generator().manual_seed(cfg.seed))
-        compiled, compile_note = compile_model(model, example, device, autocast)
+        compiled, warning = compile_model(model, example, device, autocast)
+        if warning:
+            log.say(warning)
     batch_gen = torch.Generator().manual_seed(cfg.seed)
     eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    s = Setup(cfg, device, autocast, procs, data, model, compiled, wrap(compiled, procs, device),
-              optimizer, batch_gen, eval_gen, data.fixed(cfg.eval_iters, eval_gen), log, out, t0)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"], batch=batch_gen, eval=eval_gen)
-        s.start_iter, s.best_val, s.resumed = ckpt["iter"], ckpt["best_val_loss"], True
-        s.budget_fitted = ckpt.get("budget_set", True)
-    log.open(resumed_at=s.start_iter if s.resumed else None)
-    budget_open = cfg.max_minutes > 0 and not s.budget_fitted
-    for line in plan_lines(cfg, data, model, device, dtype, compiled is not model, procs.world, budget_open):
-        log.say(line)
-    if s.resumed:
-        log.say(f"resuming {out / 'last.pt'} at iter {s.start_iter}")
-    if moved:
-        log.say(f"note: a fresh run: moved the earlier run's {', '.join(moved)} to {out / 'previous'}/ "
-                "(--resume continues a run instead)")
-    for note in notes + ([compile_note] if compile_note else []):
-        log.say(note)
-    log.start_bar(s.start_iter, cfg.max_iters)
-    return s
+    return Setup(cfg, device, autocast, procs, data, model, compiled, wrap(compiled, procs, device),
+                 optimizer, batch_gen, eval_gen, data.fixed(cfg.eval_iters, eval_gen), log, out, folder, t0)
 
 
 class NoMonitor:
@@ -272,7 +291,7 @@ def evaluate_and_save(s: Setup, it: int, best_val: float, budget: TimeBudget | N
     losses = {split: mean_loss(s.compiled, b, s.device, s.autocast) for split, b in s.eval_batches.items()}
     eval_seconds = time.time() - t
     for split, value in losses.items():
-        check_finite(value, f"{split} loss", it, best_val)
+        check_finite(value, f"{split} loss", it, s)
     improved = losses["val"] < best_val
     best_val = min(best_val, losses["val"])
     s.log.log(kind="eval", iter=it, train_loss=losses["train"], val_loss=losses["val"],
@@ -304,12 +323,11 @@ def adopt(s: Setup, fit: Fit, it: int, first: bool) -> int:
     return max_iters
 
 
-def check_finite(value: float, what: str, it: int, best_val: float) -> None:
+def check_finite(value: float, what: str, it: int, s: Setup) -> None:
     """Stop the run (writing nothing more) when a loss is NaN or infinite."""
     if not math.isfinite(value):
-        kept = "this run wrote no best.pt"
-        if math.isfinite(best_val):
-            kept = f"best.pt (val {best_val:.4f}) is kept"
+        best = s.out / "best.pt"
+        kept = f"{best} is kept" if best.is_file() else "this run wrote no best.pt"
         raise UserError(f"the {what} is {value} at iter {it}: training diverged and stopped; {kept}; "
                         "try a lower --lr or --grad-clip 1")
 
@@ -330,11 +348,11 @@ def clock(device: str) -> float:
     return time.time()
 
 
-def log_step(s: Setup, it: int, loss: torch.Tensor, lrs: dict, norm, logged: tuple, best_val: float) -> tuple:
+def log_step(s: Setup, it: int, loss: torch.Tensor, lrs: dict, norm, logged: tuple) -> tuple:
     """The training loss (averaged over the processes), each lr, the gradient norm and the speed:
     logged, checked, and shown on the progress bar. Returns (time, it) of this log."""
     loss = s.procs.mean(loss)
-    check_finite(loss, "training loss", it, best_val)
+    check_finite(loss, "training loss", it, s)
     now = time.time()
     tok_s = (it - logged[1]) * s.cfg.grad_accum * s.data.tokens_per_batch / max(now - logged[0], 1e-9)
     s.log.log(kind="train", iter=it, loss=loss, **lrs, tokens_per_s=round(tok_s, 1),
@@ -366,7 +384,7 @@ def finish(s: Setup, it: int, best_val: float, budget_fitted: bool, monitor) -> 
     splits = ("train", "val") if s.data.form == "examples" else ("val",)  # makemore's: every example
     for split in splits:  # the text's val split: every window side by side; train stays an estimate
         losses[split] = mean_loss(s.compiled, s.data.full(split), s.device, s.autocast)
-    check_finite(losses["val"], "val loss", it, best_val)
+    check_finite(losses["val"], "val loss", it, s)
     s.log.log(kind="final", iter=it, train_loss=losses["train"], val_loss=losses["val"])
     monitor.finish(str(s.out))
     if s.procs.master:

@@ -138,16 +138,80 @@ def test_diverging_loss_stops_and_keeps_best_pt(tmp_path, monkeypatch):
     assert torch.load(tmp_path / "best.pt", weights_only=True)["iter"] <= 10
 
 
-def test_a_fresh_run_moves_an_earlier_runs_checkpoints_aside(tmp_path, capsys):
+def test_a_fresh_run_keeps_every_earlier_run_in_its_own_folder(tmp_path, capsys):
+    for seed in (1, 2, 3):  # the recipe: three fresh runs into one folder
+        train(tiny(tmp_path, max_iters=4, eval_interval=2, seed=seed), progress=False)
+    kept = sorted((tmp_path / "previous").iterdir())
+    assert len(kept) == 2 and "the earlier run's files are kept in" in capsys.readouterr().out
+    seeds = [torch.load(d / "last.pt", weights_only=True)["config"]["seed"] for d in kept]
+    assert sorted(seeds) == [1, 2]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["config"]["seed"] == 3
+    for d in kept:
+        assert {"best.pt", "last.pt", "metrics.jsonl", "loss.png"} <= {p.name for p in d.iterdir()}
+
+
+def test_a_fresh_run_that_fails_to_start_moves_nothing(tmp_path):
+    run = tmp_path / "run"
+    train(tiny(run, max_iters=4, eval_interval=2), progress=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    (tmp_path / "ten.txt").write_text("ten chars!")  # the recipe: data too short to train on
+    with pytest.raises(UserError, match="fewer than block_size"):
+        train(tiny(run, data=str(tmp_path / "ten.txt")), progress=False)
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after == before and not (run / "previous").exists() and not (run / ".lock").exists()
+
+
+def test_a_diverging_fresh_run_keeps_the_earlier_runs_files(tmp_path):
     train(tiny(tmp_path, max_iters=4, eval_interval=2), progress=False)
     earlier = (tmp_path / "best.pt").read_bytes()
-    capsys.readouterr()
-    with pytest.raises(UserError, match="diverged"):  # stops before it writes anything of its own
+    with pytest.raises(UserError, match="diverged and stopped; this run wrote no best.pt"):
         train(tiny(tmp_path, max_iters=50, eval_interval=5, lr=1e30, min_lr=0.0, warmup_iters=0,
                    grad_clip=0.0), progress=False)
-    assert "moved the earlier run's best.pt, last.pt" in capsys.readouterr().out
-    assert not (tmp_path / "best.pt").exists() and not (tmp_path / "last.pt").exists()
-    assert (tmp_path / "previous" / "best.pt").read_bytes() == earlier
+    (kept,) = (tmp_path / "previous").iterdir()
+    assert (kept / "best.pt").read_bytes() == earlier
+
+
+def test_a_folder_a_live_run_holds_is_refused_and_a_dead_runs_lock_taken_over(tmp_path):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        tmp_path.mkdir(exist_ok=True)
+        (tmp_path / ".lock").write_text(f"{other.pid} {__import__('socket').gethostname()}\n")
+        with pytest.raises(UserError, match=f"another run \\(process {other.pid}\\) is writing there"):
+            train(tiny(tmp_path, max_iters=2), progress=False)
+    finally:
+        other.kill()
+        other.wait()
+    (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half a save")  # what a killed save leaves
+    train(tiny(tmp_path, max_iters=2, eval_interval=2), progress=False)  # the dead run's lock: taken over
+    assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / ".lock").exists()
+
+
+def test_a_full_disk_is_named_and_the_previous_checkpoint_kept(tmp_path, monkeypatch):
+    import nanogpt.checkpoint
+
+    train(tiny(tmp_path, max_iters=2, eval_interval=2), progress=False)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    before = (tmp_path / "last.pt").read_bytes()
+
+    def full(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(nanogpt.checkpoint.torch, "save", full)
+    with pytest.raises(UserError, match="disk full: could not write .*last.pt"):
+        nanogpt.checkpoint.save_checkpoint(ckpt, tmp_path / "last.pt")
+    assert (tmp_path / "last.pt").read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_signal_inside_a_save_waits_for_the_save(tmp_path):
+    from nanogpt.interrupt import signals_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the save finished")
+    assert done == ["the save finished"]
 
 
 @pytest.mark.parametrize("where", ["a file", "inside a file"])
@@ -352,3 +416,18 @@ def test_a_quiet_run_prints_only_warnings(tmp_path, capsys):
     train(preset("mlp", data="names", init="naive", n_hidden=16, max_iters=1, eval_iters=1,
                  out_dir=str(tmp_path / "mlp")), progress=False, quiet=True)
     assert capsys.readouterr().out.startswith("warning: the loss at init")
+
+
+def test_a_second_run_into_a_folder_a_running_one_writes_is_refused(tmp_path, capsys):
+    child = start(TINY_FLAGS + ["--max-iters", "100000", "--eval-interval", "100000",
+                                "--out-dir", str(tmp_path)])
+    try:
+        read_until(child, "iter 0: train")  # the first run holds the folder
+        assert main([*TINY_FLAGS, "--max-iters", "2", "--out-dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert f"another run (process {child.pid}) is writing there" in err and err.count("\n") == 1
+    finally:
+        child.send_signal(signal.SIGINT)
+        child.communicate()
+    assert child.returncode == 130 and (tmp_path / "last.pt").is_file()
+    assert not (tmp_path / "previous").exists()  # the refused run moved nothing
