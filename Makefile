@@ -52,7 +52,7 @@ lint: $(VENV)/.dev-installed  ## ruff over the package, tests and benchmarks
 	$(VENV)/bin/ruff check nanogpt tests bench
 
 data: $(VENV)/.installed  ## fetch and verify Tiny Shakespeare and names.txt
-	$(PY) -c "from nanogpt.datasets import dataset_path as p; print(p('shakespeare')); print(p('names'))"
+	$(PY) -m nanogpt.datasets
 
 notebooks: $(VENV)/.dev-installed  ## run lectures/solutions/ in full mode, save outputs, regenerate lectures/
 	$(PY) -m nanogpt.course.exercises refresh $(ARGS)

@@ -393,17 +393,19 @@ def train_manual(data: NamesExamples, steps: int = 200_000, *, seed: int = 42, n
 def main(argv=None) -> int:
     """Train the names MLP on hand-written gradients (or autograd's) and print its train/val loss."""
     ap = cli.parser("python -m nanogpt.backprop", main.__doc__)
-    ap.add_argument("--steps", type=int, default=200_000, help="SGD steps")
+    ap.add_argument("--steps", type=cli.positive_int, default=200_000, help="SGD steps")
     cli.add_seed(ap, 42, "seed of the initial weights and batches")
-    ap.add_argument("--n-hidden", type=int, default=MLPConfig.n_hidden, help="hidden units")
+    ap.add_argument("--n-hidden", type=cli.positive_int, default=MLPConfig.n_hidden, help="hidden units")
     ap.add_argument("--batch-size", type=int, default=32, help="examples per step (at least 2)")
-    ap.add_argument("--lr", type=float, default=0.1, help="learning rate, tenfold lower after half")
+    ap.add_argument("--lr", type=cli.positive_float, default=0.1,
+                    help="learning rate, tenfold lower after half")
     ap.add_argument("--dtype", choices=list(DTYPES), default="float32", help="parameter precision")
     ap.add_argument("--autograd", action="store_true", help="take gradients from autograd instead")
     ap.add_argument("--atomic", action="store_true", help="use the step-by-step backward, not the fused")
     ap.add_argument("--compare-every", type=int, default=0, metavar="N",
                     help="check our gradients against autograd's every N steps (0: never)")
-    ap.add_argument("--log-every", type=int, default=10_000, help="print the batch loss every N steps")
+    ap.add_argument("--log-every", type=cli.positive_int, default=10_000,
+                    help="print the batch loss every N steps")
     return cli.invoke(_train_and_report, ap, argv)
 
 

@@ -64,6 +64,9 @@ def resumed_config(cfg: TrainConfig, saved_dict: dict) -> tuple[TrainConfig, lis
     ignored = [f"{k}={getattr(cfg, k)!r} (saved {v!r})" for k, v in saved.to_dict().items()
                if k != "preset" and getattr(cfg, k) != v and getattr(cfg, k) != getattr(given, k)]
     notes = []
+    if saved.preset and cfg.preset and saved.preset != cfg.preset:
+        notes.append(f"note: last.pt is a run of the {saved.preset} preset: its saved settings are used, "
+                     f"not {cfg.preset}'s")
     if ignored:
         notes.append("note: a resumed run keeps the settings saved in last.pt; ignored: "
                      + ", ".join(ignored[:6]) + (" ..." if len(ignored) > 6 else ""))
@@ -179,6 +182,12 @@ def load_checkpoint(path) -> dict:
     missing = {"model", "stage", "model_config", "tokenizer"} - ckpt.keys()
     if missing:
         raise UserError(f"{path} is not a nanogpt checkpoint (missing {', '.join(sorted(missing))})")
+    kinds = {"format": int, "model": dict, "model_config": dict, "tokenizer": dict, "stage": str,
+             "config": dict, "optimizer": dict, "rng": dict, "iter": int}
+    wrong = [k for k, kind in kinds.items() if k in ckpt and not isinstance(ckpt[k], kind)]
+    if wrong:
+        raise UserError(f"{path} is damaged: its {', '.join(wrong)} "
+                        f"{'is' if len(wrong) == 1 else 'are'} not what a checkpoint holds")
     if ckpt.get("format", FORMAT) > FORMAT:
         raise UserError(f"{path} has format {ckpt['format']}; this code reads formats up to {FORMAT}: "
                         "update the course's code")
@@ -188,7 +197,12 @@ def load_checkpoint(path) -> dict:
 def load_model(path, device="cpu"):
     """The trained model (in eval mode), its tokenizer and the whole checkpoint dict."""
     ckpt = load_checkpoint(path)  # on the CPU, then the model alone moves (MPS has no float64)
-    model = build_model(ckpt["stage"], ckpt["model_config"])
+    try:
+        model = build_model(ckpt["stage"], ckpt["model_config"])
+        tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    except (TypeError, KeyError, AttributeError, ValueError) as e:  # edited or damaged settings
+        raise UserError(f"{resolve(path)} is damaged: its model settings or tokenizer cannot be "
+                        f"read ({type(e).__name__}: {first_detail(e)})") from None
     unknown = unknown_model_keys(ckpt["stage"], ckpt["model_config"])
     if unknown:
         print(f"note: {resolve(path)} has model settings this version does not know; ignored: "
@@ -199,4 +213,4 @@ def load_model(path, device="cpu"):
         raise UserError(f"{resolve(path)}: its weights do not fit its model_config "
                         f"({first_detail(e)})") from None
     model.to(device).eval()
-    return model, tokenizer_from_dict(ckpt["tokenizer"]), ckpt
+    return model, tokenizer, ckpt

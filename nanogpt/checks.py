@@ -57,6 +57,8 @@ def validate(cfg) -> None:
         raise UserError(f"--step-decay-at must be in (0, 1], not {cfg.step_decay_at}")
     if cfg.data == "names" and cfg.tokenizer != "char":
         raise UserError("the names dataset is read character by character: use --tokenizer char")
+    if not 0 <= cfg.seed <= 2**63 - 1:  # torch's generators take a signed 64-bit seed
+        raise UserError(f"--seed must be between 0 and 2^63 - 1, not {cfg.seed}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {cfg.device!r}")
     if cfg.stage == "mlp" and cfg.batchnorm and cfg.batch_size < 2:

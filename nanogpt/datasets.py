@@ -126,3 +126,27 @@ def dataset_path(name: str) -> Path:
         if (folder / ds.filename).is_file():
             return _verified(folder / ds.filename, ds)
     return download(ds)
+
+
+def main(argv=None) -> int:
+    """`python -m nanogpt.datasets` (make data): find or download every dataset, verify it, and
+    print where it is."""
+    from nanogpt import cli
+
+    parser = cli.parser("python -m nanogpt.datasets",
+                        "Find (or download) Tiny Shakespeare and names.txt, verify their sha256, print "
+                        f"where they are. Looked for in ${ENV_DIR}, then {DATA_DIR}.")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"{' | '.join(DATASETS)} (default: all)")
+
+    def find_all(args):
+        unknown = [n for n in args.names if n not in DATASETS]
+        if unknown:
+            raise UserError(f"no dataset named {', '.join(unknown)} (datasets: {', '.join(DATASETS)})")
+        for name in args.names or DATASETS:
+            print(f"{name}: {dataset_path(name)}")
+
+    return cli.invoke(find_all, parser, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

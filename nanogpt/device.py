@@ -33,10 +33,12 @@ def pick_device(name: str = "auto") -> str:
 
 
 def use_device(device: str, threads: int, processes: int = 1) -> None:
-    """Set the device up: on a CPU, the threads (0: the cores, shared among the processes); on
-    CUDA, TF32 matmuls (float32 inputs, 10-bit mantissa products: nanoGPT's setting)."""
+    """Set the device up: on a CPU, the threads (0: the cores, shared among the processes; never
+    more than the cores: thousands of threads crash torch); on CUDA, TF32 matmuls (float32 inputs,
+    10-bit mantissa products: nanoGPT's setting)."""
     if device == "cpu":
-        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // processes))
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(min(threads, cores) if threads else max(1, cores // processes))
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

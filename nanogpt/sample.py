@@ -17,6 +17,7 @@ logits (up to float rounding: the same text, but for a near-tie; exactly the sam
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from nanogpt import cli
-from nanogpt.checkpoint import load_model
+from nanogpt.checkpoint import load_model, resolve
 from nanogpt.config import default_checkpoint
 from nanogpt.device import pick_device
 from nanogpt.errors import UserError
@@ -193,7 +194,7 @@ def check_options(temperature, top_k, top_p, sampler, max_new_tokens) -> None:
 
 @torch.no_grad()
 def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=None, greedy=False,
-             sampler="multinomial", generator=None, use_cache=True, keep=None) -> torch.Tensor:
+             sampler="multinomial", generator=None, use_cache=True, keep=None, on_token=None) -> torch.Tensor:
     """Extend each row of idx (B, T) by max_new_tokens tokens: returns (B, T + max_new_tokens).
 
     Works for every stage. A context longer than block_size is cropped to its last block_size
@@ -202,7 +203,7 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
     is nanoGPT's generate exactly: crop to the last block_size tokens at every step. Either
     way the model never sees more than block_size tokens, and `use_cache` changes only the
     speed. Every random draw comes from `generator` (torch's global one when None). Dropout is
-    off while sampling.
+    off while sampling. on_token(next_ids), if given, sees each step's new tokens (B, 1) at once.
     """
     check_options(temperature, top_k, top_p, sampler, max_new_tokens)
     if idx.dim() != 2 or idx.shape[1] == 0:
@@ -218,12 +219,28 @@ def generate(model, idx, max_new_tokens, *, temperature=1.0, top_k=None, top_p=N
             nxt = next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                              greedy=greedy, sampler=sampler, generator=generator)  # (B, 1)
             idx = torch.cat([idx, nxt], dim=1)
+            if on_token is not None:
+                on_token(nxt)
     finally:
         model.train(was_training)
     return torch.cat([dropped, idx], dim=1)
 
 
 # ----------------------------------------------------------------------------- command line
+
+
+MAX_NEW_TOKENS = 1_000_000  # about the length of Tiny Shakespeare: more is a typo, not a wish
+
+
+def new_tokens(text: str) -> int:
+    """An argparse type: how many tokens to generate, 0 .. MAX_NEW_TOKENS."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_NEW_TOKENS:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_NEW_TOKENS:,}, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,16 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", default="", help="text to continue (empty: start from a newline)")
     prompt.add_argument("--prompt-file", default=None, help="read the prompt from this UTF-8 file")
-    p.add_argument("--num-samples", type=int, default=3, help="samples, generated together as one batch")
-    p.add_argument("--max-new-tokens", type=int, default=500, help="tokens to generate per sample")
-    p.add_argument("--temperature", type=float, default=1.0, help="< 1 sharpens, > 1 flattens")
-    p.add_argument("--top-k", type=int, default=None, help="draw from the k most likely tokens only")
+    p.add_argument("--num-samples", type=cli.positive_int, default=3,
+                   help="samples, generated together as one batch")
+    p.add_argument("--max-new-tokens", type=new_tokens, default=500, help="tokens to generate per sample")
+    p.add_argument("--temperature", type=cli.positive_float, default=1.0, help="< 1 sharpens, > 1 flattens")
+    p.add_argument("--top-k", type=cli.positive_int, default=None,
+                   help="draw from the k most likely tokens only")
     p.add_argument("--top-p", type=float, default=None,
                    help="draw from the smallest set of tokens whose probability reaches p (nucleus)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (argmax)")
     p.add_argument("--sampler", default="multinomial", choices=SAMPLERS,
                    help="multinomial on the softmax, or the Gumbel-max trick (same distribution)")
-    p.add_argument("--keep", type=int, default=None,
+    p.add_argument("--keep", type=cli.positive_int, default=None,
                    help="past block_size, restart the window from the last KEEP tokens "
                         "[GPT: block_size // 2; block_size = nanoGPT's crop every step]")
     cli.add_seed(p)
@@ -273,11 +292,11 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
         return [0]
 
 
-def samples_from_args(args) -> list[str]:
-    """Load the checkpoint, generate, and return the samples as text."""
+def samples_from_args(args, on_token=None) -> tuple[list[str], dict, bool]:
+    """Load the checkpoint and generate: the samples as text, the checkpoint, and whether Ctrl-C
+    stopped the generation early (the text generated until then is kept). on_token(text_per_row)
+    sees each step's new tokens as text."""
     check_options(args.temperature, args.top_k, args.top_p, args.sampler, args.max_new_tokens)
-    if args.num_samples < 1:
-        raise UserError(f"--num-samples must be at least 1, not {args.num_samples}")
     text = read_prompt(args)
     device = pick_device(args.device)
     model, tokenizer, ckpt = load_model(args.ckpt, device)
@@ -288,24 +307,52 @@ def samples_from_args(args) -> list[str]:
               f"(block_size)", file=sys.stderr)
     idx = torch.tensor([ids] * args.num_samples, dtype=torch.long, device=device)  # (B, T)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    out = generate(model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, greedy=args.greedy, sampler=args.sampler, generator=generator,
-                   use_cache=not args.no_cache, keep=args.keep)
+    new = []  # each step's tokens (B, 1): kept as they come, so that Ctrl-C loses none of them
+
+    def keep(nxt):
+        new.append(nxt)
+        if on_token is not None:
+            on_token([tokenizer.decode(row.tolist()) for row in nxt])
+
+    interrupted = False
+    try:
+        generate(model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                 top_p=args.top_p, greedy=args.greedy, sampler=args.sampler, generator=generator,
+                 use_cache=not args.no_cache, keep=args.keep, on_token=keep)
+    except KeyboardInterrupt:
+        interrupted = True
+    out = torch.cat([idx, *new], dim=1)
     start = 0 if text else len(ids)  # do not print the newline that stood in for an empty prompt
-    return [tokenizer.decode(row[start:].tolist()) for row in out]
+    return [tokenizer.decode(row[start:].tolist()) for row in out], ckpt, interrupted
 
 
 def main(argv=None) -> int:
-    """The command line: `python -m nanogpt.sample --help`."""
+    """The command line: `python -m nanogpt.sample --help`; 130 when Ctrl-C stopped it early."""
     return cli.invoke(print_samples, build_parser(), argv)
 
 
-def print_samples(args) -> None:
-    """Generate, then print each sample under a header line."""
-    samples = samples_from_args(args)
-    for i, sample in enumerate(samples, 1):
-        print(f"---------- sample {i} of {len(samples)} ----------")
-        print(sample)
+def print_samples(args) -> int:
+    """Generate and print: one sample as it is written, several under header lines when done;
+    then which checkpoint wrote them."""
+    stream = args.num_samples == 1
+    if stream:
+        print("---------- sample 1 of 1 ----------")
+        print(read_prompt(args), end="", flush=True)
+    samples, ckpt, interrupted = samples_from_args(
+        args, on_token=(lambda texts: print(texts[0], end="", flush=True)) if stream else None)
+    if stream:
+        print()
+    else:
+        for i, sample in enumerate(samples, 1):
+            print(f"---------- sample {i} of {len(samples)} ----------")
+            print(sample)
+    val = ckpt.get("best_val_loss")
+    val = f", val loss {val:.4f}" if isinstance(val, float) and math.isfinite(val) else ""
+    print(f"(from {resolve(args.ckpt)}: {ckpt['stage']}, iter {ckpt.get('iter', '?')}{val})")
+    if interrupted:
+        print("interrupted: the text above is what was generated before Ctrl-C", file=sys.stderr)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":

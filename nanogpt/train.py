@@ -31,7 +31,14 @@ import torch
 
 from nanogpt import cli
 from nanogpt.budget import Fit, TimeBudget, end_seconds
-from nanogpt.checkpoint import load_checkpoint, resumed_config, run_checkpoint, save_checkpoint, set_rng_state
+from nanogpt.checkpoint import (
+    first_detail,
+    load_checkpoint,
+    resumed_config,
+    run_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from nanogpt.config import TrainConfig
 from nanogpt.data import Batches
 from nanogpt.device import compile_model, pick_compile, pick_device, use_device
@@ -188,6 +195,10 @@ def set_up(cfg: TrainConfig, progress: bool = True, make_model=None, quiet: bool
     ckpt, notes = None, []
     if cfg.resume:
         ckpt = load_checkpoint(Path(cfg.out_dir) / "last.pt")
+        missing = {"config", "optimizer", "rng", "iter", "best_val_loss"} - ckpt.keys()
+        if missing:
+            raise UserError(f"{Path(cfg.out_dir) / 'last.pt'} cannot be resumed: it holds no "
+                            f"{', '.join(sorted(missing))} (a model alone; start a fresh run)")
         cfg, notes = resumed_config(cfg, ckpt["config"])
     procs, device = join_processes(pick_device(cfg.device), cfg.grad_accum)  # torchrun, or one process
     use_device(device, cfg.threads, procs.world)
@@ -204,14 +215,22 @@ def set_up(cfg: TrainConfig, progress: bool = True, make_model=None, quiet: bool
         procs.close()
         raise
     if ckpt is not None:
-        s.model.load_state_dict(ckpt["model"])
-        s.optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"], batch=s.batch_gen, eval=s.eval_gen)
+        try:
+            s.model.load_state_dict(ckpt["model"])
+            s.optimizer.load_state_dict(ckpt["optimizer"])
+            set_rng_state(ckpt["rng"], batch=s.batch_gen, eval=s.eval_gen)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:  # the data changed, or the file
+            s.__exit__()
+            raise UserError(f"{out / 'last.pt'} does not fit this run (the data or its vocabulary changed, "
+                            f"or the file is damaged): {first_detail(e)}") from None
         s.start_iter, s.best_val, s.resumed = ckpt["iter"], ckpt["best_val_loss"], True
         s.budget_fitted = ckpt.get("budget_set", True)
     moved = folder.archive_earlier() if folder is not None and ckpt is None else None
     s.log.open(resumed_at=s.start_iter if s.resumed else None)
     budget_open = cfg.max_minutes > 0 and not s.budget_fitted
+    if budget_open and cfg.max_minutes * 60 < 10:
+        s.log.say(f"warning: --max-minutes {cfg.max_minutes} is {cfg.max_minutes * 60:.2g} s, less than the "
+                  "time budget's own calibration (60 steps): the run takes at least those")
     for line in plan_lines(cfg, s.data, s.model, device, dtype, s.compiled is not s.model, procs.world,
                            budget_open):
         s.log.say(line)

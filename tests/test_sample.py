@@ -303,8 +303,9 @@ def test_cli_seed_makes_samples_reproducible(checkpoints, capsys):
 def test_cli_empty_prompt_starts_from_a_newline(checkpoints, capsys):
     code, out, _ = sample_cli(capsys, "--ckpt", checkpoints["gpt"], "--num-samples", "1",
                               "--max-new-tokens", "25")
-    sample = out.split("----------\n", 1)[1]
-    assert code == 0 and len(sample) == 25 + 1  # the new characters and print's newline
+    sample, source = out.split("----------\n", 1)[1].split("\n(from ")
+    assert code == 0 and len(sample) == 25  # the new characters, then which checkpoint wrote them
+    assert source.startswith(f"{checkpoints['gpt']}/best.pt: gpt, iter ")
 
 
 def test_cli_reads_the_prompt_from_a_file(checkpoints, capsys, tmp_path):

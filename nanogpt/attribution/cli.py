@@ -48,7 +48,7 @@ from nanogpt.checkpoint import load_model, resolve
 from nanogpt.config import default_checkpoint
 from nanogpt.device import pick_device
 from nanogpt.errors import UserError
-from nanogpt.sample import generate, prompt_ids
+from nanogpt.sample import generate, new_tokens, prompt_ids
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_ckpt(p, default_checkpoint())
     p.add_argument("--text", default=None, help="attribute this text instead of generating")
     p.add_argument("--prompt", default="", help="text to continue (empty: start from a newline)")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="characters to generate")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--max-new-tokens", type=new_tokens, default=200, help="characters to generate")
+    p.add_argument("--temperature", type=cli.positive_float, default=1.0, help="sampling temperature")
     cli.add_seed(p, help="seed of the sampling draws")
     p.add_argument("--method", default="ig", choices=METHODS,
                    help="integrated gradients, plain gradient, or gradient * input")
@@ -66,16 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to explain: log p(c_t | c_<t), p, or the logit of c_t")
     p.add_argument("--baseline", default="zero",
                    help="where the path starts: zero, mean (of the embedding table) or one character")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=cli.positive_int, default=None,
                    help=f"alone: the fixed rule, this many points for every character (for trapezoid: "
                         f"intervals); with --tol: points per piece of the path [default: {SEGMENT_STEPS} "
                         f"per piece, to --tol; {FIXED_STEPS} is the usual fixed rule]")
-    p.add_argument("--tol", type=float, default=None,
+    p.add_argument("--tol", type=cli.positive_float, default=None,
                    help=f"integrate each character until |delta| <= max(TOL |dF|, --abs-tol) [default: "
                         f"{COMPLETENESS_TOLERANCE}; on unless --steps is given alone]")
-    p.add_argument("--abs-tol", type=float, default=ABS_TOLERANCE,
+    p.add_argument("--abs-tol", type=cli.non_negative_float, default=ABS_TOLERANCE,
                    help="the tolerance's floor, for characters whose dF is near zero")
-    p.add_argument("--max-steps", type=int, default=MAX_STEPS,
+    p.add_argument("--max-steps", type=cli.positive_int, default=MAX_STEPS,
                    help="the cap: points one character may use before it is named as missing --tol")
     p.add_argument("--rule", default="gauss-legendre", choices=RULES, help="quadrature rule")
     p.add_argument("--aggregate", default="sum", choices=AGGREGATES,
@@ -84,20 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="walk position embeddings too, from zero (pair with --baseline mean)")
     p.add_argument("--position", type=int, default=None,
                    help="attribute only the character at this position (default: every generated one)")
-    p.add_argument("--batch-size", type=int, default=64,
+    p.add_argument("--batch-size", type=cli.positive_int, default=64,
                    help="(alpha, target) rows per pass: bounds memory, never changes the result")
     p.add_argument("--html", default=None,
                    help="where to write the HTML view [default: attribution.html in --out-dir, "
                         "else beside the checkpoint]")
     p.add_argument("--out-dir", default=None, help="folder for the HTML view")
     p.add_argument("--save", default=None, help="also save the result (.npz or .json)")
-    p.add_argument("--top", type=int, default=3, help="contributors listed per character")
+    p.add_argument("--top", type=cli.positive_int, default=3, help="contributors listed per character")
     p.add_argument("--faithfulness", action="store_true",
                    help="also measure all four methods: deletion and insertion AOPC against random "
                         "orders, and the model-randomization sanity check (slow: minutes)")
-    p.add_argument("--curve-steps", type=int, default=CURVE_STEPS,
+    p.add_argument("--curve-steps", type=cli.positive_int, default=CURVE_STEPS,
                    help="--faithfulness: characters removed (or put back) one at a time")
-    p.add_argument("--random-orders", type=int, default=RANDOM_ORDERS,
+    p.add_argument("--random-orders", type=cli.positive_int, default=RANDOM_ORDERS,
                    help="--faithfulness: random orders averaged for the yardstick")
     p.add_argument("--no-color", action="store_true", help="numbers instead of 24-bit colour")
     cli.add_device(p)
@@ -132,6 +132,11 @@ def attribution_from_args(args):
         raise UserError("--curve-steps and --random-orders must be at least 1")
     if args.save:
         check_save_path(args.save)
+        cli.check_output_path(args.save, "--save")
+    if args.out_dir and Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise UserError(f"--out-dir {args.out_dir} is a file; give a folder")
+    html = Path(args.html or Path(args.out_dir or resolve(args.ckpt).parent) / "attribution.html")
+    cli.check_output_path(html, "--html")  # before minutes of work, not after
     model, tokenizer, ckpt = load_model(args.ckpt, pick_device(args.device))
     if ckpt["stage"] != "gpt":
         raise UserError(f"attribution needs a GPT checkpoint, {args.ckpt} holds a {ckpt['stage']!r}")
@@ -139,11 +144,6 @@ def attribution_from_args(args):
     positions = range(first, len(ids)) if args.position is None else [args.position]
     result = attribute_ids(model, tokenizer, ids, positions=positions, method=args.method,
                            baseline=args.baseline, **options(args))
-    if args.html:
-        html = Path(args.html)
-    else:
-        html = Path(args.out_dir or resolve(args.ckpt).parent) / "attribution.html"
-    html.parent.mkdir(parents=True, exist_ok=True)
     result.save_html(html)
     if args.save:
         result.save(args.save)

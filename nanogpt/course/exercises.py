@@ -301,10 +301,17 @@ def run_notebook(path: Path, smoke: bool, timeout: int = 2400):
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     stopped = None
+    runner = client(nb, path, timeout, allow_errors=True)
     with smoke_env(smoke):
         try:
-            client(nb, path, timeout, allow_errors=True).execute()
-        except (CellTimeoutError, DeadKernelError) as e:
+            runner.execute()
+        except Exception as e:
+            # Ctrl-C: Jupyter's client catches it, tears the kernel down and then fails in its own
+            # clean-up (DeadKernelError, AssertionError); its signal handler leaves this mark
+            if getattr(runner, "_async_cleanup_kernel_future", None) is not None:
+                raise KeyboardInterrupt from None
+            if not isinstance(e, (CellTimeoutError, DeadKernelError)):
+                raise
             stopped = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     return nb, stopped
 

@@ -161,7 +161,12 @@ def gpt_row(run_dir: str) -> Result | None:
     metrics = Path(run_dir) / "metrics.jsonl"
     if not metrics.is_file():
         return None
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    records = []
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a killed run: the rest still counts
+            continue
     final = [r for r in records if r.get("kind") == "final"]
     if not final:
         return None
@@ -214,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m nanogpt.course.ladder", __doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", choices=ROW_KEYS, default=ROW_KEYS, metavar="ROW",
                         help=f"rows to run, of: {' '.join(ROW_KEYS)}")
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=cli.positive_int, default=None,
                         help="steps for every trained row (default: each row's own; names 200000)")
     parser.add_argument("--quick", action="store_true",
                         help="a fast check: 300 steps a row (unless --steps) and a smaller Shakespeare MLP")
@@ -265,10 +270,12 @@ def main(argv=None) -> int:
 
 
 def run_and_print(args) -> None:
-    """Run the rows, print the tables, and write them to --out if asked."""
+    """Run the rows, print the tables, and write them to --out if asked (checked first)."""
+    if args.out:
+        cli.check_output_path(args.out, "--out")
     markdown = build_tables(args)
     if args.out:
-        Path(args.out).write_text(markdown)
+        Path(args.out).write_text(markdown, encoding="utf-8")
     print(markdown, end="")
 
 
