@@ -21,7 +21,7 @@ train_flags = $(if $(PRESET),--preset $(PRESET)) $(if $(call on,$(RESUME)),--res
 run_flags = $(if $(PRESET),--ckpt runs/$(PRESET)/best.pt) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help train sample attribute test lint data notebooks exercises check lab bench clean
+.PHONY: help doctor train sample attribute test lint data notebooks exercises check lab bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,38 +36,41 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+doctor: $(VENV)/.installed  ## check this machine for the course: one line per item, ok or FAIL and its fix
+	$(PY) -m nanogpt doctor
+
 train: $(VENV)/.installed  ## train a model (default preset: gpt-cpu, or gpt-gpu on CUDA)
-	$(PY) -m nanogpt.train $(train_flags)
+	$(PY) -m nanogpt train $(train_flags)
 
 sample: $(VENV)/.installed  ## generate text from runs/<PRESET>/best.pt (default preset: gpt-cpu)
-	$(PY) -m nanogpt.sample $(run_flags)
+	$(PY) -m nanogpt sample $(run_flags)
 
 attribute: $(VENV)/.installed  ## generate, then attribute each character to its context (IG)
-	$(PY) -m nanogpt.attribution.cli $(run_flags)
+	$(PY) -m nanogpt attribute $(run_flags)
 
 test: $(VENV)/.dev-installed  ## run the whole test suite (notebooks in smoke mode)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m nanogpt test $(ARGS)
 
 lint: $(VENV)/.dev-installed  ## ruff over the package, tests and benchmarks
 	$(VENV)/bin/ruff check nanogpt tests bench
 
 data: $(VENV)/.installed  ## fetch and verify Tiny Shakespeare and names.txt
-	$(PY) -m nanogpt.datasets
+	$(PY) -m nanogpt data
 
 notebooks: $(VENV)/.dev-installed  ## run lectures/solutions/ in full mode, save outputs, regenerate lectures/
-	$(PY) -m nanogpt.course.exercises refresh $(ARGS)
+	$(PY) -m nanogpt notebooks $(ARGS)
 
 exercises: $(VENV)/.dev-installed  ## regenerate the learner's lectures/ (stubs) from lectures/solutions/
-	$(PY) -m nanogpt.course.exercises build $(ARGS)
+	$(PY) -m nanogpt exercises $(ARGS)
 
 # check's status 1 (some exercises not yet done) is not an error of make's: its last line says so.
 check: $(VENV)/.dev-installed  ## run your lectures/ and say which exercises pass (LECTURE=01, ARGS=--smoke)
-	@$(PY) -m nanogpt.course.exercises check $(LECTURE) $(ARGS); status=$$?; [ $$status -eq 1 ] || exit $$status
+	@$(PY) -m nanogpt check $(LECTURE) $(ARGS); status=$$?; [ $$status -eq 1 ] || exit $$status
 
 # Jupyter refuses to start as root without --allow-root (a container, a VM): added only then.
 lab: $(VENV)/.dev-installed  ## open Jupyter Lab on lectures/ (your copies, with the exercise stubs)
 	$(PY) -m pip install -q jupyterlab
-	$(VENV)/bin/jupyter lab lectures/ $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(PY) -m nanogpt lab
 
 bench: $(VENV)/.installed  ## run every benchmark in bench/ (ARGS=--quick: a smoke check)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f $(ARGS) || exit 1; done

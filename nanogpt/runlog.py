@@ -31,15 +31,15 @@ class RunLog:
         path = self.out / "metrics.jsonl"
         kept = []
         if resumed_at is not None and path.exists():
-            for line in path.read_text().splitlines():
+            for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:  # a line cut short by the kill
                     continue
                 if record.get("iter", 0) <= resumed_at:
                     kept.append(line + "\n")
-        path.write_text("".join(kept))
-        self.metrics = open(path, "a")
+        path.write_text("".join(kept), encoding="utf-8")
+        self.metrics = open(path, "a", encoding="utf-8")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -98,7 +98,8 @@ def plot_losses(metrics_path, png_path):
     """The loss curve of a run from its metrics.jsonl, as a PNG (no display needed)."""
     from matplotlib.figure import Figure  # the object API: no backend, no global state
 
-    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line]
+    lines = Path(metrics_path).read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line]
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
     train = [r for r in records if r["kind"] == "train"]

@@ -41,7 +41,7 @@ def graph() -> dict[str, set[str]]:
 
 
 def role(module: str) -> str:
-    if module.startswith("nanogpt.course"):
+    if module.startswith("nanogpt.course") or module == "nanogpt.__main__":  # the entry point is on top
         return "course"
     if module.startswith(("nanogpt.diagnostics", "nanogpt.attribution")):
         return "lens"

@@ -112,24 +112,28 @@ TOP = 5  # contributors listed beside the page's text
 METHOD_NAMES = {"ig": "Integrated gradients", "saliency": "Saliency", "grad-input": "Gradient x input",
                 "occlusion": "Occlusion"}
 
+# Everything a reader needs is in inline style= attributes, which JupyterLab's sanitizer keeps in an
+# untrusted notebook (it strips <style>, <script> and event handlers). The stylesheet only adds
+# what inline styles cannot express: the warning glyph after a flagged target.
 _CSS = """
-#{id} {{font-family: monospace; line-height: 1.7; max-width: 110ch}}
-#{id} .title {{font: bold 130% sans-serif; margin: 4px 0}}
-#{id} .sub, #{id} .cap {{margin: 4px 0; font-size: 90%}}
-#{id} .txt {{font-size: 115%; margin: 6px 0}}
-#{id} .txt span {{padding: 1px 0; border-radius: 2px; white-space: pre}}
-#{id} .txt .ws {{color: #999}}
-#{id} .txt .tg {{cursor: pointer; border-bottom: 1px dotted #666}}
-#{id} .txt .flag {{border-bottom: 2px solid #d35400}}
 #{id} .txt .flag::after {{content: "\\26A0"; color: #d35400; font-size: 60%; vertical-align: super}}
-#{id} .txt .cur {{outline: 2px solid #222}}
-#{id} .txt .after {{opacity: 0.35}}
-#{id} .scale {{display: flex; align-items: center; gap: 6px; font-size: 85%; margin: 6px 0;
-  white-space: nowrap}}
-#{id} .bar {{display: inline-block; width: 16em; height: 0.9em; border: 1px solid #999;
-  background: linear-gradient(to right, rgb({blue}), #fff, rgb({red}))}}
-#{id} .top {{margin: 2px 0 6px; padding-left: 2.5em; font-size: 90%}}
 """
+_ROOT = "font-family: monospace; line-height: 1.7; max-width: 66em"
+_TITLE = "font-family: sans-serif; font-weight: bold; font-size: 130%; margin: 4px 0"
+_SUB = "margin: 4px 0; font-size: 90%"
+_TXT = "font-size: 115%; margin: 6px 0; white-space: pre"
+_SPAN = "padding: 1px 0; border-radius: 2px"
+_WS = "color: #999"
+_TG = "cursor: pointer; border-bottom: 1px dotted #666"
+_FLAG = "border-bottom: 2px solid #d35400"
+_CUR = "2px solid #222"  # outline of the target, set here and by the script
+_AFTER = "0.35"  # opacity of the text after the target
+_SCALE = "margin: 6px 0; font-size: 85%"
+_BAR = "display: inline-block; vertical-align: middle; border: 1px solid #999; margin: 0 6px; line-height: 0"
+_CELL = "display: inline-block; width: 0.75em; height: 0.9em"
+_TOP = "margin: 2px 0 6px; padding-left: 2.5em; font-size: 90%"
+_NOJS = "margin: 4px 0; font-size: 90%; color: #8a4b00"
+LEGEND_CELLS = 21  # the colour bar: -scale .. +scale in equal steps, zero in the middle
 
 # Hover a target to see its context's scores; click to pin it (hovering elsewhere comes back).
 _JS = """
@@ -138,6 +142,8 @@ _JS = """
   var spans = root.querySelectorAll(".txt span"), cap = root.querySelector(".cap");
   var items = root.querySelectorAll(".top li"), head = root.querySelector(".tophead");
   var lo = root.querySelector(".lo"), hi = root.querySelector(".hi");
+  var note = root.querySelector(".nojs");  // shown only where this script cannot run
+  if (note && note.parentNode) note.parentNode.removeChild(note);
   var pinned = D.first;
   function signed(x, d) { return (x >= 0 ? "+" : "") + x.toFixed(d); }
   function colour(s, m) {
@@ -150,9 +156,10 @@ _JS = """
     spans.forEach(function (sp, s) {
       var inside = s >= start && s < t;
       sp.style.background = inside ? colour(row[s - start], m) : "";
-      sp.title = inside ? "score " + row[s - start] : "";
-      sp.classList.toggle("cur", s === t);
-      sp.classList.toggle("after", s > t);
+      sp.title = inside ? "position " + s + " " + JSON.stringify(sp.dataset.ch) + ": score " +
+        signed(row[s - start], 3) : s === t ? "target " + s : "";
+      sp.style.outline = s === t ? D.cur : "";
+      sp.style.opacity = s > t ? D.after : "";
     });
     var ch = JSON.stringify(spans[t].dataset.ch);
     cap.textContent = "target " + t + " " + ch + ": " +
@@ -195,16 +202,33 @@ def summary(result) -> str:
         used = result.steps_used
         return (f"{n} targets integrated to |delta| <= max({s['tol']:g} |dF|, {s['abs_tol']:g}) with "
                 f"{s['steps']}-point {s['rule']} pieces: {n - flags.sum()} within, {flags.sum()} stopped at "
-                f"the cap of {s['max_steps']} points (marked \u26a0); points per target: median "
-                f"{np.median(used):g}, max {used.max()}, total {used.sum()}")
+                f"the cap of {s['max_steps']} points (underlined in orange, \u26a0); points per target: "
+                f"median {np.median(used):g}, max {used.max()}, total {used.sum()}")
     if how == "fixed" and s.get("method", "ig") == "ig":
         return (f"{n} targets, fixed {s.get('steps')}-point {s.get('rule')} rule: {flags.sum()} miss "
-                f"completeness by more than {COMPLETENESS_TOLERANCE:.0%} of |dF| (marked \u26a0)")
+                f"completeness by more than {COMPLETENESS_TOLERANCE:.0%} of |dF| "
+                "(underlined in orange, \u26a0)")
     return f"{n} targets"
 
 
+def _legend(scale: float) -> str:
+    """The colour bar as inline-styled cells (no gradient, no stylesheet), labelled with the scale."""
+    cells = "".join(
+        f'<span style="{_CELL}; background: rgb({r},{g},{b})"></span>'
+        for r, g, b in (rgb(v, 1.0) for v in np.linspace(-1.0, 1.0, LEGEND_CELLS)))
+    return (f'<div class="scale" style="{_SCALE}">colour scale <i class="lo">{-scale:+.3f}</i>'
+            f'<span class="bar" style="{_BAR}">{cells}</span><i class="hi">{scale:+.3f}</i> (white = 0): '
+            "blue lowers F, red raises it; full colour = the strongest score of the selected target</div>")
+
+
 def html_view(result, t: int | None = None) -> str:
-    """A self-contained page fragment (inline CSS and JS, no network) with the heat map of target t."""
+    """A self-contained page fragment (inline CSS and JS, no network) with the heat map of target t.
+
+    It reads without its script and stylesheet (an untrusted notebook in JupyterLab strips both):
+    target t's colours, the colour bar and the marks are inline styles, every scored character
+    carries its number as a tooltip, the strongest contributors are static text, and a note says
+    what the script adds. The script re-colours the text for the target hovered or clicked.
+    """
     t = _default_target(result, t)
     row, start = result.row(t), result.window(t)[0]  # a UserError when t was not attributed
     digest = hashlib.sha1(result.scores.tobytes() + result.text.encode()).hexdigest()[:8]
@@ -216,45 +240,53 @@ def html_view(result, t: int | None = None) -> str:
     rows = [[float(f"{v:.4g}") for v in result.scores[r, s:tt]]
             for r, (s, tt) in enumerate(zip(starts, result.targets.tolist(), strict=True))]
     data = dict(targets=result.targets.tolist(), starts=starts, first=row_of[t], name=name, red=RED,
-                blue=BLUE, rows=rows,
+                blue=BLUE, rows=rows, cur=_CUR, after=_AFTER,
                 f=result.f_input.tolist(), fb=result.f_baseline.tolist(), delta=result.delta.tolist(),
                 steps=None if result.steps_used is None else result.steps_used.tolist(),
                 flag=flags.astype(int).tolist(), flagged=why)
     scale = float(np.abs(row).max())
+    esc = html.escape
     spans = []
     for s, token in enumerate(result.tokens):
-        classes = ["ws"] if token.isspace() else []
-        attrs = f' data-ch="{html.escape(token, quote=True)}"'
+        classes, style = [], [_SPAN]
+        if token.isspace():
+            classes, style = ["ws"], style + [_WS]
+        attrs = f' data-ch="{esc(token, quote=True)}"'
         if s in row_of:
             classes += ["tg"] + (["flag"] if flags[row_of[s]] else [])
             attrs += f' data-r="{row_of[s]}"'
-        style = ""
-        if start <= s < t:  # the page reads right before its script runs, or without scripts
-            style = ' style="background: rgb({},{},{})"'.format(*rgb(row[s], scale))
-        classes += ["cur"] if s == t else (["after"] if s > t else [])
-        spans.append(f'<span class="{" ".join(classes)}"{attrs}{style}>'
-                     f"{html.escape(visible(token), quote=True)}</span>")
+            style += [_TG] + ([_FLAG] if flags[row_of[s]] else [])
+        if start <= s < t:  # target t's colours, which need no script; its number as a tooltip
+            style.append("background: rgb({},{},{})".format(*rgb(row[s], scale)))
+            attrs += f' title="{esc(f"position {s} {result.tokens[s]!r}: score {row[s]:+.3f}", quote=True)}"'
+        elif s == t:
+            style.append(f"outline: {_CUR}")
+            attrs += f' title="target {t}"'
+        elif s > t:
+            style.append(f"opacity: {_AFTER}")
+        cls = f' class="{" ".join(classes)}"' if classes else ""
+        spans.append(f'<span{cls}{attrs} style="{"; ".join(style)}">{esc(visible(token), quote=True)}</span>')
         if token == "\n":
             spans.append("<br>")
-    top = "".join(f"<li>position {s} {html.escape(repr(result.tokens[s]))} {v:+.3f}</li>"
-                  for s, v in top_contributors(result, t, TOP))
-    top += "<li></li>" * (TOP - len(top_contributors(result, t, TOP)))
+    best = top_contributors(result, t, TOP)
+    top = "".join(f"<li>position {s} {esc(repr(result.tokens[s]))} {v:+.3f}</li>" for s, v in best)
+    top += "<li></li>" * (TOP - len(best))
     method = METHOD_NAMES.get(result.settings.get("method"), "Attribution")
     settings = ", ".join(f"{k}={v!r}" for k, v in result.settings.items())
-    esc = html.escape
-    css = _CSS.format(id=uid, red="{},{},{}".format(*RED), blue="{},{},{}".format(*BLUE))
-    return (f'<div id="{uid}"><style>{css}</style><div class="title">{esc(method)} of {esc(name)}: '
+    css = _CSS.format(id=uid)
+    nojs = (f'<div class="nojs" style="{_NOJS}">Hovering or clicking re-colours the text once the notebook '
+            "is trusted (File &gt; Trust Notebook) or run.</div>")  # the script removes this line
+    return (f'<div id="{uid}" style="{_ROOT}"><style>{css}</style>'
+            f'<div class="title" style="{_TITLE}">{esc(method)} of {esc(name)}: '
             "which characters made the model write each one</div>"
-            f'<div class="sub">{esc(summary(result))}</div>'
-            f'<div class="cap">{esc(caption(result, t))}</div>'
-            f'<div class="scale">colour scale <i class="lo">{-scale:+.3f}</i><b class="bar"></b>'
-            f'<i class="hi">{scale:+.3f}</i> blue lowers F, red raises it; full colour = the '
-            f"strongest score of the selected target</div>"
-            f'<div class="txt">{"".join(spans)}</div>'
-            f'<div class="cap tophead">strongest contributions to target {t} '
+            f'<div class="sub" style="{_SUB}">{esc(summary(result))}</div>'
+            f'<div class="cap" style="{_SUB}">{esc(caption(result, t))}</div>'
+            f"{_legend(scale)}{nojs}"
+            f'<div class="txt" style="{_TXT}">{"".join(spans)}</div>'
+            f'<div class="cap tophead" style="{_SUB}">strongest contributions to target {t} '
             f"{esc(repr(result.tokens[t]))} (|score|):</div>"
-            f'<ol class="top">{top}</ol>'
-            f'<div class="sub">{esc(settings)}; hover or click an underlined character</div>'
+            f'<ol class="top" style="{_TOP}">{top}</ol>'
+            f'<div class="sub" style="{_SUB}">{esc(settings)}; hover or click an underlined character</div>'
             f'<script>{_JS.replace("{id}", uid).replace("{data}", _script_json(data))}</script></div>')
 
 

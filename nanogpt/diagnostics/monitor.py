@@ -159,7 +159,7 @@ class Monitor:
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)
             history.save(out / "diagnostics.npz")
-            (out / "health.txt").write_text(report + "\n")
+            (out / "health.txt").write_text(report + "\n", encoding="utf-8")
             from nanogpt.diagnostics.plots import save_figures  # matplotlib only when PNGs are asked for
 
             save_figures(history, out)
