@@ -25,6 +25,7 @@ def test_generates_attributes_prints_and_writes_the_html_and_the_result(ckpt, tm
     assert "delta" in out and "\x1b[" not in out
     page = (tmp_path / "attribution.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "<script>" in page
+    assert page.count("font-style: italic") == 6 + 1  # the prompt "ROMEO:", and the legend's sample
     result = Attribution.load(tmp_path / "r.json")
     assert result.targets.tolist() == list(range(6, 18))  # the generated characters only
     assert result.text.startswith("ROMEO:") and len(result.tokens) == 18
@@ -57,6 +58,11 @@ def test_faithfulness_prints_aopc_for_four_methods_and_the_sanity_check(ckpt, tm
     for method in ("ig", "saliency", "grad-input", "occlusion", "random"):
         assert f"| {method} |" in table
     assert "Spearman vs randomized model" in table
+    page = (tmp_path / "a.html").read_text(encoding="utf-8")  # the page shows the report too
+    faith = page.split('class="faith"')[1]
+    assert "deletion AOPC" in faith and faith.count("<svg") == 2 and "| ig |" not in faith
+    for method in ("ig", "saliency", "grad-input", "occlusion", "random"):
+        assert f">{method}</td>" in faith
 
 
 def test_the_same_seed_gives_the_same_text_and_scores(ckpt, tmp_path, capsys):

@@ -43,7 +43,7 @@ from nanogpt.attribution.paths import (
     quadrature,
 )
 from nanogpt.attribution.result import check_save_path
-from nanogpt.attribution.views import summary
+from nanogpt.attribution.views import html_page, summary
 from nanogpt.checkpoint import load_model, resolve
 from nanogpt.config import default_checkpoint
 from nanogpt.device import pick_device
@@ -144,16 +144,18 @@ def attribution_from_args(args):
     positions = range(first, len(ids)) if args.position is None else [args.position]
     result = attribute_ids(model, tokenizer, ids, positions=positions, method=args.method,
                            baseline=args.baseline, **options(args))
-    result.save_html(html)
-    if args.save:
-        result.save(args.save)
+    report = None
     if args.faithfulness:
         report = faithfulness(model, ids, positions=positions, tokens=result.tokens,
                               given={args.method: result}, most=args.curve_steps,
                               n_random=args.random_orders, seed=args.seed,
                               baseline=baseline_option(tokenizer, args.baseline), **options(args))
-        return result, html, report
-    return result, html, None
+    # The page marks the prompt (none with --text: all of it was given) and shows the report too.
+    prompt = 0 if args.text is not None else first
+    html.write_text(html_page(result, prompt=prompt, faithfulness=report), encoding="utf-8")
+    if args.save:
+        result.save(args.save)
+    return result, html, report
 
 
 def options(args) -> dict:

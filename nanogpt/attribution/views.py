@@ -1,7 +1,9 @@
 """Views of an attribution result: terminal colours, a self-contained HTML page, matplotlib figures.
 
 All of them share one colour scale: red for characters that pushed F up, blue for those that
-pulled it down, white for zero, and the strongest score of the row at full colour.
+pulled it down, white for zero, and the strongest score of the row at full colour (for scores
+that have a size but no sign, such as saliency's norm: white to red). The page's markup, styles
+and script live in page.py.
 """
 
 from __future__ import annotations
@@ -9,25 +11,18 @@ from __future__ import annotations
 import hashlib
 import html
 import itertools
-import json
 import os
 import sys
 
 import numpy as np
 
+from nanogpt.attribution import page
+from nanogpt.attribution.page import BLUE, RED, fixed, probability, rgb
 from nanogpt.attribution.paths import COMPLETENESS_TOLERANCE
 
-RED, BLUE = (178, 24, 43), (33, 102, 172)  # the two ends of matplotlib's RdBu colormap
 VISIBLE = {" ": "·", "\n": "↵", "\t": "→"}  # whitespace drawn so that its colour can be seen
 TARGET_NAMES = {"logprob": "log p", "prob": "p", "logit": "logit"}
 _ids = itertools.count()  # each HTML view in one notebook needs its own element id
-
-
-def rgb(score: float, scale: float) -> tuple[int, int, int]:
-    """The diverging colour of a score: white at 0, full red at +scale, full blue at -scale."""
-    a = min(1.0, abs(score) / scale) if scale > 0 else 0.0
-    end = RED if score > 0 else BLUE
-    return tuple(round(255 + a * (c - 255)) for c in end)
 
 
 def visible(token: str) -> str:
@@ -35,28 +30,49 @@ def visible(token: str) -> str:
     return "".join(VISIBLE.get(ch, ch) for ch in token)
 
 
+def label(token: str) -> str:
+    """How the views name a character: its visible form in quotes, 'e' or '·'."""
+    return f"'{visible(token)}'"
+
+
 def _default_target(result, t):
     return int(result.targets[-1]) if t is None else t
+
+
+def complete(result) -> bool:
+    """Do the scores add up to dF (integrated gradients' signed sums)? Only then delta means something."""
+    return result.settings.get("method", "ig") == "ig" and result.settings.get("aggregate", "sum") == "sum"
+
+
+def one_sided(result) -> bool:
+    """Scores with a size but no sign: the L2 norm, or saliency whose scores are all >= 0."""
+    s = result.settings
+    return s.get("aggregate") == "norm" or (s.get("method") == "saliency" and float(result.scores.min()) >= 0)
 
 
 def flagged(result) -> tuple[np.ndarray, str]:
     """(T,) the targets the page marks, and why: stopped at the cap, or (fixed rule) missed completeness."""
     if result.capped is not None:
         return np.asarray(result.capped, dtype=bool), "stopped at the cap before the tolerance"
-    if result.settings.get("method", "ig") == "ig" and result.settings.get("aggregate", "sum") == "sum":
+    if complete(result):
         return result.incomplete(), "misses completeness"
     return np.zeros(len(result.targets), dtype=bool), ""
 
 
 def caption(result, t: int) -> str:
-    """One line on target t: its character, F(x), F(baseline), dF, the completeness delta, the points."""
+    """One line on target t: its character, F (and p), then for IG the baseline, dF, delta, the points."""
     i = int(np.flatnonzero(result.targets == t)[0])
-    name = TARGET_NAMES.get(result.settings.get("target"), "F")
+    key = result.settings.get("target")
+    name, f = TARGET_NAMES.get(key, "F"), float(result.f_input[i])
+    line = f"character {t} {label(result.tokens[t])}: {name} = {fixed(f, 4)}"
+    if key == "logprob":
+        line += f" (p = {probability(float(np.exp(f)))})"
+    if not complete(result):
+        return line
     flags, why = flagged(result)
     points = "" if result.steps_used is None else f", {result.steps_used[i]} points"
-    return (f"target {t} {result.tokens[t]!r}: {name} = {result.f_input[i]:+.4f}, baseline "
-            f"{result.f_baseline[i]:+.4f}, dF = {result.dF[i]:+.4f}, delta = {result.delta[i]:+.2e}"
-            f"{points}{f' ({why})' if flags[i] else ''}")
+    return (f"{line}; baseline {fixed(result.f_baseline[i], 4)}, dF = {fixed(result.dF[i], 4)}, "
+            f"delta = {fixed(result.delta[i], 4)} ({why if flags[i] else 'within tolerance'}){points}")
 
 
 def top_contributors(result, t: int, top: int = 3) -> list[tuple[int, float]]:
@@ -111,87 +127,12 @@ def terminal_view(result, t: int | None = None, color: bool | None = None, top: 
 TOP = 5  # contributors listed beside the page's text
 METHOD_NAMES = {"ig": "Integrated gradients", "saliency": "Saliency", "grad-input": "Gradient x input",
                 "occlusion": "Occlusion"}
-
-# Everything a reader needs is in inline style= attributes, which JupyterLab's sanitizer keeps in an
-# untrusted notebook (it strips <style>, <script> and event handlers). The stylesheet only adds
-# what inline styles cannot express: the warning glyph after a flagged target.
-_CSS = """
-#{id} .txt .flag::after {{content: "\\26A0"; color: #d35400; font-size: 60%; vertical-align: super}}
-"""
-_ROOT = "font-family: monospace; line-height: 1.7; max-width: 66em"
-_TITLE = "font-family: sans-serif; font-weight: bold; font-size: 130%; margin: 4px 0"
-_SUB = "margin: 4px 0; font-size: 90%"
-_TXT = "font-size: 115%; margin: 6px 0; white-space: pre"
-_SPAN = "padding: 1px 0; border-radius: 2px"
-_WS = "color: #999"
-_TG = "cursor: pointer; border-bottom: 1px dotted #666"
-_FLAG = "border-bottom: 2px solid #d35400"
-_CUR = "2px solid #222"  # outline of the target, set here and by the script
-_AFTER = "0.35"  # opacity of the text after the target
-_SCALE = "margin: 6px 0; font-size: 85%"
-_BAR = "display: inline-block; vertical-align: middle; border: 1px solid #999; margin: 0 6px; line-height: 0"
-_CELL = "display: inline-block; width: 0.75em; height: 0.9em"
-_TOP = "margin: 2px 0 6px; padding-left: 2.5em; font-size: 90%"
-_NOJS = "margin: 4px 0; font-size: 90%; color: #8a4b00"
-LEGEND_CELLS = 21  # the colour bar: -scale .. +scale in equal steps, zero in the middle
-
-# Hover a target to see its context's scores; click to pin it (hovering elsewhere comes back).
-_JS = """
-(function () {
-  var root = document.getElementById("{id}"), D = {data};
-  var spans = root.querySelectorAll(".txt span"), cap = root.querySelector(".cap");
-  var items = root.querySelectorAll(".top li"), head = root.querySelector(".tophead");
-  var lo = root.querySelector(".lo"), hi = root.querySelector(".hi");
-  var note = root.querySelector(".nojs");  // shown only where this script cannot run
-  if (note && note.parentNode) note.parentNode.removeChild(note);
-  var pinned = D.first;
-  function signed(x, d) { return (x >= 0 ? "+" : "") + x.toFixed(d); }
-  function colour(s, m) {
-    var a = m > 0 ? Math.min(1, Math.abs(s) / m) : 0, e = s > 0 ? D.red : D.blue;
-    return "rgb(" + e.map(function (c) { return Math.round(255 + a * (c - 255)); }).join(",") + ")";
-  }
-  function show(r) {
-    var t = D.targets[r], start = D.starts[r], row = D.rows[r];
-    var m = Math.max.apply(null, row.map(Math.abs).concat([0]));
-    spans.forEach(function (sp, s) {
-      var inside = s >= start && s < t;
-      sp.style.background = inside ? colour(row[s - start], m) : "";
-      sp.title = inside ? "position " + s + " " + JSON.stringify(sp.dataset.ch) + ": score " +
-        signed(row[s - start], 3) : s === t ? "target " + s : "";
-      sp.style.outline = s === t ? D.cur : "";
-      sp.style.opacity = s > t ? D.after : "";
-    });
-    var ch = JSON.stringify(spans[t].dataset.ch);
-    cap.textContent = "target " + t + " " + ch + ": " +
-      D.name + " = " + signed(D.f[r], 4) + ", baseline " + signed(D.fb[r], 4) +
-      ", dF = " + signed(D.f[r] - D.fb[r], 4) + ", delta = " + D.delta[r].toExponential(2) +
-      (D.steps ? ", " + D.steps[r] + " points" : "") + (D.flag[r] ? " (" + D.flagged + ")" : "");
-    lo.textContent = signed(-m, 3); hi.textContent = signed(m, 3);
-    head.textContent = "strongest contributions to target " + t + " " + ch + " (|score|):";
-    var order = row.map(function (v, k) { return k; });
-    order.sort(function (i, j) { return Math.abs(row[j]) - Math.abs(row[i]) || i - j; });
-    items.forEach(function (li, k) {
-      var s = start + order[k];
-      li.textContent = k < order.length ?
-        "position " + s + " " + JSON.stringify(spans[s].dataset.ch) + " " + signed(row[order[k]], 3) : "";
-    });
-  }
-  root.addEventListener("mouseover", function (e) {
-    if (e.target.dataset.r !== undefined) show(+e.target.dataset.r);
-  });
-  root.addEventListener("mouseleave", function () { show(pinned); });
-  root.addEventListener("click", function (e) {
-    if (e.target.dataset.r !== undefined) { pinned = +e.target.dataset.r; show(pinned); }
-  });
-  show(pinned);
-})();
-"""
-
-
-def _script_json(obj) -> str:
-    """JSON that is safe inside <script>: no '<', '>' or '&' can close the tag or start an entity."""
-    text = json.dumps(obj, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+HEAD = f"the {TOP} earlier characters that mattered most for "  # + the selected character
+OUTSIDE = "outside the model's window: not read"
+TEXT_LABEL = ("The text. Arrow keys, Home and End choose the character to explain, Enter pins it, "
+              "Escape releases it.")
+BASELINES = {"zero": "the zero embedding", "mean": "the mean embedding"}
+PIN_NOTE = " \u2014 Pinned: click it again or press Escape to release."
 
 
 def summary(result) -> str:
@@ -202,99 +143,191 @@ def summary(result) -> str:
         used = result.steps_used
         return (f"{n} targets integrated to |delta| <= max({s['tol']:g} |dF|, {s['abs_tol']:g}) with "
                 f"{s['steps']}-point {s['rule']} pieces: {n - flags.sum()} within, {flags.sum()} stopped at "
-                f"the cap of {s['max_steps']} points (underlined in orange, \u26a0); points per target: "
+                f"the cap of {s['max_steps']} points (underlined in orange); points per target: "
                 f"median {np.median(used):g}, max {used.max()}, total {used.sum()}")
-    if how == "fixed" and s.get("method", "ig") == "ig":
+    if how == "fixed" and complete(result):
         return (f"{n} targets, fixed {s.get('steps')}-point {s.get('rule')} rule: {flags.sum()} miss "
-                f"completeness by more than {COMPLETENESS_TOLERANCE:.0%} of |dF| "
-                "(underlined in orange, \u26a0)")
+                f"completeness by more than {COMPLETENESS_TOLERANCE:.0%} of |dF| (underlined in orange)")
     return f"{n} targets"
 
 
-def _legend(scale: float) -> str:
-    """The colour bar as inline-styled cells (no gradient, no stylesheet), labelled with the scale."""
-    cells = "".join(
-        f'<span style="{_CELL}; background: rgb({r},{g},{b})"></span>'
-        for r, g, b in (rgb(v, 1.0) for v in np.linspace(-1.0, 1.0, LEGEND_CELLS)))
-    return (f'<div class="scale" style="{_SCALE}">colour scale <i class="lo">{-scale:+.3f}</i>'
-            f'<span class="bar" style="{_BAR}">{cells}</span><i class="hi">{scale:+.3f}</i> (white = 0): '
-            "blue lowers F, red raises it; full colour = the strongest score of the selected target</div>")
+def _rounded_rows(result) -> tuple[list[int], list[list[float]]]:
+    """Each target's window start and its scores there, rounded once: the page and its script both
+    format these same numbers, so they read alike with and without the script."""
+    starts = [result.window(tt)[0] for tt in result.targets.tolist()]
+    rows = [[float(f"{v:.6g}") for v in result.scores[r, s:tt]]
+            for r, (s, tt) in enumerate(zip(starts, result.targets.tolist(), strict=True))]
+    return starts, rows
 
 
-def html_view(result, t: int | None = None) -> str:
+def _snippet(tokens, s: int) -> str:
+    """Where position s is in the text: a few characters either side, s in brackets."""
+    before, after = "".join(tokens[max(0, s - 3):s]), "".join(tokens[s + 1:s + 3])
+    return f"{visible(before)}[{visible(tokens[s])}]{visible(after)}"
+
+
+def _top_items(result, t: int, start: int, row: list[float]) -> list[str]:
+    """The list beside the text, as the script writes it: score, character, position, where."""
+    order = sorted(range(len(row)), key=lambda k: (-abs(row[k]), k))[:TOP]
+    items = [f"{fixed(row[k], 3)} {label(result.tokens[start + k])} at {start + k}, in "
+             f"{_snippet(result.tokens, start + k)}" for k in order]
+    return items + [""] * (TOP - len(items))
+
+
+def _span(result, s: int, t: int, view: dict) -> str:
+    """Character s as drawn while target t is selected: coloured, outlined, greyed or faded."""
+    token, esc = result.tokens[s], html.escape
+    r = view["row_of"].get(s)
+    classes, style, attrs = [], [page.SPAN], f' data-ch="{esc(token, quote=True)}"'
+    if token.isspace():
+        classes.append("ws")
+    if s < view["prompt"]:
+        style.append(page.PROMPT)
+    elif s == view["prompt"] > 0:
+        style.append(page.START)
+    if r is not None:
+        flag = bool(view["flags"][r])
+        classes += ["tg"] + (["flag"] if flag else [])
+        attrs += f' data-r="{r}"'
+        style += [page.TARGET] + ([page.FLAG] if flag else [])
+    title = None
+    if view["start"] <= s < t:  # target t's colours, which need no script; its number as a tooltip
+        v = view["row"][s - view["start"]]
+        bg = rgb(v, view["scale"])
+        style.append(f"background: {page.css(bg)}; color: {page.css(page.ink(bg))}")
+        title = f"{label(token)} at {s}: score {fixed(v, 3)}"
+    elif s < view["start"]:
+        style.append(f"background: {page.css(page.OUTSIDE_BG)}; color: {page.css(page.OUTSIDE_INK)}")
+        title = OUTSIDE
+    elif token.isspace():
+        style.append(f"color: {page.WS_INK}")
+    if s == t:
+        style.append(f"outline: {page.CUR}")
+        title = f"selected: {label(token)} at {t}"
+    elif s > t:
+        style.append(f"opacity: {page.AFTER}")
+    cls = f' class="{" ".join(classes)}"' if classes else ""
+    attrs += f' title="{esc(title, quote=True)}"' if title else ""
+    tail = "<br>" if token == "\n" else "<wbr>" if token.isspace() else ""  # lines break after spaces
+    return f'<span{cls}{attrs} style="{"; ".join(style)}">{esc(visible(token), quote=True)}</span>{tail}'
+
+
+def _intro(result) -> str:
+    """The first lines: what the colours mean, in plain words, and how to choose a character."""
+    if one_sided(result):
+        what = ("the earlier characters are coloured by how much each one influenced the model's "
+                "choice to write it (size only, not direction): the redder, the more influence.")
+    else:
+        what = ("the earlier characters are coloured by how much each one pushed the model towards "
+                "writing it: red raised its probability, blue lowered it, white did little.")
+    return (f'<p class="intro" style="{page.PLAIN}">Choose a character of the text below; {what}</p>'
+            f'<p class="hint" style="{page.PLAIN}; font-size: 90%">Hover over a character, click it to pin '
+            "it (click it again or press Escape to release), or Tab into the text and use the arrow keys "
+            "(up and down jump 10), Home and End; Enter pins.</p>")
+
+
+def _key(result, view: dict) -> str:
+    """A legend entry for every mark the text can carry, only those that occur."""
+    items = [page.swatch("", "·", "a space"), page.swatch("", "↵", "a new line")]
+    if "\t" in result.text:
+        items.append(page.swatch("", "→", "a tab"))
+    if view["prompt"] > 0:
+        items.append(page.swatch(page.PROMPT, "abc", "the prompt (given, not generated)"))
+        items.append(page.swatch(page.START, "x", "generated from here"))
+    items.append(page.swatch(f"outline: {page.CUR}", "x", "the selected character"))
+    items.append(page.swatch(page.TARGET, "x", "characters you can select"))
+    if view["flags"].any():
+        items.append(page.swatch(page.FLAG, "x", view["why"]))
+    if any(s > 0 for s in view["starts"]):
+        bg, fg = page.css(page.OUTSIDE_BG), page.css(page.OUTSIDE_INK)
+        items.append(page.swatch(f"background: {bg}; color: {fg}", "abc", OUTSIDE))
+    items.append(page.swatch(f"opacity: {page.AFTER}", "abc", "after the selected character"))
+    return f'<div class="key" style="{page.LEGEND}">{" ".join(items)}</div>'
+
+
+def _glossary(result, name: str, view: dict) -> str:
+    """What the caption's words mean, the summary, and which characters are marked."""
+    parts = [f"{name}: what the scores explain"
+             + (", the log of the probability p the model gave the selected character." if
+                result.settings.get("target") == "logprob" else ".")]
+    if complete(result):
+        base = result.settings.get("baseline", "zero")
+        base = BASELINES.get(base, f"the character {base!r}")
+        tol = result.settings.get("tol") or COMPLETENESS_TOLERANCE
+        parts.append(f"baseline: {name} with every earlier character in the window replaced by {base}, "
+                     f"where the path starts. dF = {name} - baseline: what the scores add up to. delta = "
+                     "their sum - dF: what the integral missed; within tolerance: |delta| <= "
+                     f"max({tol:g} |dF|, {result.settings.get('abs_tol') or 0.001:g}). points: where the "
+                     "path was evaluated.")
+    parts.append(summary(result) + ".")
+    marked = [f"{label(result.tokens[t])} at {t}" for t in result.targets[view["flags"]].tolist()]
+    if marked:
+        more = f" and {len(marked) - 20} more" if len(marked) > 20 else ""
+        parts.append(f"Underlined in orange ({view['why']}): {', '.join(marked[:20])}{more}.")
+    return f'<div class="glossary" style="{page.SMALL}">{html.escape(" ".join(parts))}</div>'
+
+
+def html_view(result, t: int | None = None, prompt: int | None = None) -> str:
     """A self-contained page fragment (inline CSS and JS, no network) with the heat map of target t.
 
-    It reads without its script and stylesheet (an untrusted notebook in JupyterLab strips both):
-    target t's colours, the colour bar and the marks are inline styles, every scored character
-    carries its number as a tooltip, the strongest contributors are static text, and a note says
-    what the script adds. The script re-colours the text for the target hovered or clicked.
+    prompt: how many characters were given rather than generated (default: those before the first
+    target), drawn in italics. It reads without its script and stylesheet (an untrusted notebook in
+    JupyterLab strips both): target t's colours, the colour bar and the marks are inline styles,
+    every scored character carries its number as a tooltip, the strongest contributors are static
+    text, and a note says what the script adds. The script re-colours the text for the character
+    hovered, clicked or chosen with the keys.
     """
     t = _default_target(result, t)
-    row, start = result.row(t), result.window(t)[0]  # a UserError when t was not attributed
+    result.row(t)  # a UserError when t was not attributed
     digest = hashlib.sha1(result.scores.tobytes() + result.text.encode()).hexdigest()[:8]
     uid = f"nga-{digest}-{next(_ids)}"
     row_of = {tt: r for r, tt in enumerate(result.targets.tolist())}
-    starts = [result.window(tt)[0] for tt in result.targets.tolist()]
+    starts, rows = _rounded_rows(result)
     flags, why = flagged(result)
     name = TARGET_NAMES.get(result.settings.get("target"), "F")
-    rows = [[float(f"{v:.4g}") for v in result.scores[r, s:tt]]
-            for r, (s, tt) in enumerate(zip(starts, result.targets.tolist(), strict=True))]
-    data = dict(targets=result.targets.tolist(), starts=starts, first=row_of[t], name=name, red=RED,
-                blue=BLUE, rows=rows, cur=_CUR, after=_AFTER,
-                f=result.f_input.tolist(), fb=result.f_baseline.tolist(), delta=result.delta.tolist(),
-                steps=None if result.steps_used is None else result.steps_used.tolist(),
-                flag=flags.astype(int).tolist(), flagged=why)
-    scale = float(np.abs(row).max())
+    signed = not one_sided(result)
+    row = rows[row_of[t]]
+    scale = max([abs(v) for v in row] + [0.0])
+    view = dict(row_of=row_of, starts=starts, flags=flags, why=why, row=row, start=starts[row_of[t]],
+                scale=scale, prompt=int(result.targets.min()) if prompt is None else prompt)
+    caps = [caption(result, tt) for tt in result.targets.tolist()]
+    data = dict(targets=result.targets.tolist(), starts=starts, first=row_of[t], rows=rows, caps=caps,
+                labels=[label(c) for c in result.tokens], snips=[_snippet(result.tokens, s) for s in
+                                                                 range(len(result.tokens))],
+                red=RED, blue=BLUE, signed=signed, cur=page.CUR, pinned=page.PINNED, after=page.AFTER,
+                outBg=page.css(page.OUTSIDE_BG), outInk=page.css(page.OUTSIDE_INK), wsInk=page.WS_INK,
+                outside=OUTSIDE, head=HEAD, pinNote=PIN_NOTE)
     esc = html.escape
-    spans = []
-    for s, token in enumerate(result.tokens):
-        classes, style = [], [_SPAN]
-        if token.isspace():
-            classes, style = ["ws"], style + [_WS]
-        attrs = f' data-ch="{esc(token, quote=True)}"'
-        if s in row_of:
-            classes += ["tg"] + (["flag"] if flags[row_of[s]] else [])
-            attrs += f' data-r="{row_of[s]}"'
-            style += [_TG] + ([_FLAG] if flags[row_of[s]] else [])
-        if start <= s < t:  # target t's colours, which need no script; its number as a tooltip
-            style.append("background: rgb({},{},{})".format(*rgb(row[s], scale)))
-            attrs += f' title="{esc(f"position {s} {result.tokens[s]!r}: score {row[s]:+.3f}", quote=True)}"'
-        elif s == t:
-            style.append(f"outline: {_CUR}")
-            attrs += f' title="target {t}"'
-        elif s > t:
-            style.append(f"opacity: {_AFTER}")
-        cls = f' class="{" ".join(classes)}"' if classes else ""
-        spans.append(f'<span{cls}{attrs} style="{"; ".join(style)}">{esc(visible(token), quote=True)}</span>')
-        if token == "\n":
-            spans.append("<br>")
-    best = top_contributors(result, t, TOP)
-    top = "".join(f"<li>position {s} {esc(repr(result.tokens[s]))} {v:+.3f}</li>" for s, v in best)
-    top += "<li></li>" * (TOP - len(best))
+    spans = "".join(_span(result, s, t, view) for s in range(len(result.tokens)))
+    top = "".join(f"<li>{esc(i)}</li>" for i in _top_items(result, t, view["start"], row))
     method = METHOD_NAMES.get(result.settings.get("method"), "Attribution")
     settings = ", ".join(f"{k}={v!r}" for k, v in result.settings.items())
-    css = _CSS.format(id=uid)
-    nojs = (f'<div class="nojs" style="{_NOJS}">Hovering or clicking re-colours the text once the notebook '
-            "is trusted (File &gt; Trust Notebook) or run.</div>")  # the script removes this line
-    return (f'<div id="{uid}" style="{_ROOT}"><style>{css}</style>'
-            f'<div class="title" style="{_TITLE}">{esc(method)} of {esc(name)}: '
-            "which characters made the model write each one</div>"
-            f'<div class="sub" style="{_SUB}">{esc(summary(result))}</div>'
-            f'<div class="cap" style="{_SUB}">{esc(caption(result, t))}</div>'
-            f"{_legend(scale)}{nojs}"
-            f'<div class="txt" style="{_TXT}">{"".join(spans)}</div>'
-            f'<div class="cap tophead" style="{_SUB}">strongest contributions to target {t} '
-            f"{esc(repr(result.tokens[t]))} (|score|):</div>"
-            f'<ol class="top" style="{_TOP}">{top}</ol>'
-            f'<div class="sub" style="{_SUB}">{esc(settings)}; hover or click an underlined character</div>'
-            f'<script>{_JS.replace("{id}", uid).replace("{data}", _script_json(data))}</script></div>')
+    nojs = (f'<div class="nojs" style="{page.NOJS}">Hovering, clicking and the keys re-colour the text once '
+            "the notebook is trusted (File &gt; Trust Notebook) or run.</div>")  # the script removes this
+    script = page.JS.replace("{id}", uid).replace("{data}", page.script_json(data))
+    return (f'<div id="{uid}" lang="en" style="{page.ROOT}"><style>{page.STYLE.format(id=uid)}</style>'
+            f'<div class="title" style="{page.TITLE}">{esc(method)} of {esc(name)}: '
+            "which earlier characters made the model write each one</div>"
+            f"{_intro(result)}{nojs}"
+            f'<div class="live" aria-live="polite" style="{page.SUB}"><span class="cap">'
+            f'{esc(caption(result, t))}</span><span class="pin"></span></div>'
+            f"{page.colour_bar(scale, signed)}{_key(result, view)}"
+            f'<div class="txt" tabindex="0" role="group" aria-label="{TEXT_LABEL}" style="{page.TXT}">'
+            f"{spans}</div>"
+            f'<div class="tophead" style="{page.SUB}">{esc(HEAD + label(result.tokens[t]))} at {t}:</div>'
+            f'<ol class="top" style="{page.TOP}">{top}</ol>{_glossary(result, name, view)}'
+            f"{page.details('settings', esc(settings))}<script>{script}</script></div>")
 
 
-def html_page(result, t: int | None = None) -> str:
-    """The HTML view as a whole page, to open from a file (UTF-8 declared for '·' and '↵')."""
+def html_page(result, t: int | None = None, prompt: int | None = None, faithfulness=None) -> str:
+    """The HTML view as a whole page, to open from a file: UTF-8 (for '·' and '↵'), English, sized to
+    the screen; with a Faithfulness report, its curves and table below the view."""
     title = f"{METHOD_NAMES.get(result.settings.get('method'), 'Attribution')}: {len(result.targets)} targets"
-    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
-            f"<body>{html_view(result, t)}</body></html>\n")
+    extra = "" if faithfulness is None else page.faithfulness_section(faithfulness)
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title></head>"
+            f'<body style="margin: 8px">{html_view(result, t, prompt)}{extra}</body></html>\n')
 
 
 # ----------------------------------------------------------------------------- matplotlib
