@@ -24,7 +24,16 @@ from nanogpt.errors import UserError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each flag's help; the description and epilog kept as written."""
+    """Defaults shown after each flag's help; the description and epilog kept as written.
+
+    A default of None says nothing, and a help that already names its default keeps its own words,
+    so no flag reads "(default: all) (default: None)"."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         default = getattr(shown, f.name)
         kind = {"bool": bool, "int": int, "float": float, "str": str}[f.type]
-        text = f.metadata["help"] + f" (default: {default!r})"
+        text = f.metadata["help"]
+        if "default" not in text:  # a help that names its own default keeps its words
+            text += f" (default: {default!r})"
         if kind is bool:
             parser.add_argument(f"--{dashed(f.name)}", action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=text)

@@ -354,6 +354,54 @@ def test_plots_return_figures_and_print_the_numbers_they_draw(capsys):
     assert "saturated" in out and "grad:data" in out and "update:data over the last" in out
 
 
+def test_legends_name_layers_in_the_readers_words():
+    model = deep_mlp()
+    monitor = Monitor(model, every=1, log=lambda _: None)
+    train_steps(model, monitor, lr=0.1, steps=2)
+    snap = monitor.history.snapshots[-1]
+    for plot in (P.plot_activations, P.plot_weight_grads):
+        labels = [line.get_label() for ax in plot(snap, verbose=False).axes for line in ax.get_lines()]
+        assert labels and not any("net.layers" in label for label in labels), labels
+    labels = [line.get_label() for line in P.plot_activations(snap, verbose=False).axes[0].get_lines()]
+    assert labels[0].startswith("tanh layer 1: mean")
+    assert P.reader_name("blocks.0.attn.proj.weight", None, 3) == "blocks.0.attn.proj"
+
+
+def test_a_log_axis_reads_in_plain_numbers():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    norms = [2.0, 3.0, 25.0, 4.0, 2.5] * 2  # a spike: the axis spans 2 .. 25
+    history = History(["a"], steps=list(range(10)), loss=[1.0] * 10, lr=[0.1] * 10, grad_norm=norms,
+                      clipped=[False] * 10, update_ratio=[np.array([-3.0])] * 10)
+    fig = P.plot_training(history, verbose=False)
+    ax = fig.axes[2]
+    FigureCanvasAgg(fig).draw()
+    shown = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    assert shown and not any("10^" in t or "times" in t or "×" in t for t in shown), shown
+
+
+def test_the_attention_grid_has_a_colour_bar_and_labels_that_do_not_touch():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    line = "ROMEO:\nBut soft, what light"
+    labels = [{"\n": "\\n", " ": "␣"}.get(c, c) for c in line]
+    maps = [[torch.softmax(torch.randn(len(line), len(line)), -1) for _ in range(4)] for _ in range(2)]
+    fig = P.plot_attention(maps, labels, [[f"layer {r}, head {h}" for h in range(4)] for r in range(2)])
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    assert len(fig.axes) == 2 * 4 + 1  # eight panels and one colour bar
+    for ax in fig.axes[:8]:
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels()]
+        assert all(a.x1 <= b.x0 + 0.5 for a, b in zip(boxes, boxes[1:], strict=False)), "x labels overlap"
+        boxes = [t.get_window_extent(renderer) for t in ax.get_yticklabels() if t.get_text()]
+        assert all(b.y1 <= a.y0 + 0.5 for a, b in zip(boxes, boxes[1:], strict=False)), "y labels overlap"
+    # each top row's x labels stay above the next row's titles
+    top, below = fig.axes[0], fig.axes[4]
+    lowest = min(t.get_window_extent(renderer).y0 for t in top.get_xticklabels())
+    assert lowest > below.title.get_window_extent(renderer).y1
+
+
 # ----------------------------------------------------------------------------- layout
 
 LENS = ["stats", "record", "health", "plots", "monitor"]

@@ -2,6 +2,7 @@
 choice with the device faked (MPS and CUDA each take their own path, never the CPU's by mistake)."""
 
 import importlib
+import re
 import subprocess
 from pathlib import Path
 
@@ -82,7 +83,12 @@ def test_every_command_leads_to_a_main_with_help(capsys):
         with pytest.raises(SystemExit) as e:
             importlib.import_module(module).main([*first, "--help"])
         assert e.value.code == 0, name
-        assert "usage:" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "usage:" in out
+        # every default said once, none as "None"
+        flat = " ".join(out.split())
+        assert "(default: None)" not in flat, name
+        assert not re.search(r"default[^-]*\(default:", flat), name
 
 
 def test_no_command_prints_the_list_and_an_unknown_one_is_one_line(capsys):

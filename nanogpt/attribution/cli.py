@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=cli.positive_float, default=1.0, help="sampling temperature")
     cli.add_seed(p, help="seed of the sampling draws")
     p.add_argument("--method", default="ig", choices=METHODS,
-                   help="integrated gradients, plain gradient, or gradient * input")
+                   help="integrated gradients, plain gradient, gradient * input, or occlusion "
+                        "(each character replaced by the baseline, one at a time)")
     p.add_argument("--target", default="logprob", choices=TARGETS,
                    help="what to explain: log p(c_t | c_<t), p, or the logit of c_t")
     p.add_argument("--baseline", default="zero",

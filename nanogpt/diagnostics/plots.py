@@ -57,6 +57,31 @@ def _as_snapshot(source) -> Snapshot:
     return history.snapshots[-1]
 
 
+def plain_log_ticks(ax, axis: str = "y") -> None:
+    """A log axis labelled 2, 3, 20 rather than 2x10^0, 3x10^0, 2x10^1: plain numbers read at a glance."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    which = ax.yaxis if axis == "y" else ax.xaxis
+    which.set_major_formatter(plain)
+    which.set_minor_formatter(plain)
+
+
+def reader_name(name: str, kind: str | None, nth: int) -> str:
+    """A legend's name for a layer or weight: "tanh layer 2", "weight matrix 3", not net.layers.4.
+
+    The engine's MLP names its modules by position in a list (net.layers.4), which says nothing to a
+    reader; a GPT's names (blocks.0.attn.proj) do say what the weight is, so they stay."""
+    if not name.startswith("net.layers."):
+        return name.removesuffix(".weight")
+    return f"{kind} layer {nth}" if kind else f"weight matrix {nth}"
+
+
+def legend_outside(ax) -> None:
+    """The legend to the right of the axes, where it can cover no line."""
+    ax.legend(fontsize=LEGEND_PT, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
 def _plot_layers(source, grads: bool, verbose: bool):
     snap = _as_snapshot(source)
     layers = [s for s in snap.layers.values() if (s.grad_hist if grads else s.hist) is not None]
@@ -66,11 +91,12 @@ def _plot_layers(source, grads: bool, verbose: bool):
     fig, axes = _figure(ncols=len(kinds), width=max(9.6, 6 * len(kinds)), height=4)
     what = "gradient of the loss w.r.t. the output" if grads else "output"
     for ax, kind in zip(axes, kinds, strict=True):
-        for s in (s for s in layers if s.kind == kind):
+        for nth, s in enumerate((s for s in layers if s.kind == kind), start=1):
             x, y = (s.grad_hist if grads else s.hist).density()
             if verbose:
                 print(layer_line(s, grads))
-            ax.plot(x, y, label=layer_line(s, grads, pad=False))
+            number = layer_line(s, grads, pad=False).split(": ", 1)[1]
+            ax.plot(x, y, label=f"{reader_name(s.name, s.kind, nth)}: {number}")
         ax.set_title(f"{kind} layers: {what} (step {snap.step})")
         ax.set_xlabel("gradient value" if grads else "output value")
         ax.set_ylabel("density")
@@ -92,11 +118,12 @@ def plot_weight_grads(source, verbose: bool = True):
     """Histograms of each weight matrix's gradient; prints mean, std and grad:data."""
     snap = _as_snapshot(source)
     fig, (ax,) = _figure()
-    for w in snap.weights.values():
+    for nth, w in enumerate(snap.weights.values(), start=1):
         x, y = w.hist.density()
         if verbose:
             print(weight_line(w))
-        ax.plot(x, y, label=weight_line(w, pad=False))
+        number = weight_line(w, pad=False).split(" ", 1)[1]  # its shape and numbers
+        ax.plot(x, y, label=f"{reader_name(w.name, None, nth)} {number}")
     ax.set_title(f"weight gradients (step {snap.step})")
     ax.set_xlabel("gradient value")
     ax.set_ylabel("density")
@@ -115,7 +142,7 @@ def plot_update_ratios(source, verbose: bool = True):
         if verbose:
             print(f"{name:{NAME_WIDTH}s}: median log10 update:data over the last {UPDATE_WINDOW} "
                   f"steps {said}")
-        ax.plot(history.steps, updates[:, j], lw=1, label=f"{name}: {said}")
+        ax.plot(history.steps, updates[:, j], lw=1, label=f"{reader_name(name, None, j + 1)}: {said}")
     ax.axhline(UPDATE_GUIDE, color="k", ls="--", lw=1, label=f"guide: {UPDATE_GUIDE:g}")
     ax.set_xlabel("step")
     ax.set_ylabel("log10 std(update) / std(weight)")
@@ -140,6 +167,7 @@ def plot_training(source, verbose: bool = True):
         axes[2].plot(steps[clipped], norms[clipped], "r.", ms=3,
                      label=f"clipped: {clipped.mean():.0%} of steps")
     axes[2].set_yscale("log")  # one spike would flatten the rest on a linear axis
+    plain_log_ticks(axes[2])
     for ax, title in zip(axes, ("loss", "learning rate", "gradient norm"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -168,3 +196,29 @@ def save_figures(history: History, out_dir) -> None:
     """Write every picture of a run as a PNG into out_dir."""
     for name, fig in figures(history).items():
         fig.savefig(Path(out_dir) / f"{name}.png", dpi=DPI)
+
+
+def plot_attention(maps, labels, titles, colorbar_label="attention weight"):
+    """A grid of attention maps (rows of panels, each (T, T): query rows, key columns) with one
+    colour bar, a character under every column and beside every row, and room between the rows.
+
+    maps: a list of rows, each a list of (T, T) arrays; labels: T printable strings (show "\\n" and
+    "␣", not the characters); titles: the same shape as maps."""
+    rows, cols = len(maps), len(maps[0])
+    size = 1.2 + 0.11 * len(labels)  # inches per panel: every label gets room at 7 pt
+    fig, axes = _figure(ncols=cols, nrows=rows, width=size * cols + 1.2, height=size * rows + 0.4)
+    axes = axes.reshape(rows, cols)
+    ticks = range(len(labels))
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            image = ax.imshow(np.asarray(maps[r][c]), cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(titles[r][c], fontsize=9)
+            ax.set_xticks(ticks, labels, fontsize=7)
+            ax.set_yticks(ticks, labels if c == 0 else [], fontsize=7)
+            ax.tick_params(length=0)
+            if r == rows - 1:
+                ax.set_xlabel("key: the character read", fontsize=8)
+        axes[r, 0].set_ylabel("query: the character reading", fontsize=8)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=colorbar_label)
+    return fig
