@@ -205,8 +205,8 @@ def plot_attention(maps, labels, titles, colorbar_label="attention weight"):
     maps: a list of rows, each a list of (T, T) arrays; labels: T printable strings (show "\\n" and
     "␣", not the characters); titles: the same shape as maps."""
     rows, cols = len(maps), len(maps[0])
-    size = 1.2 + 0.11 * len(labels)  # inches per panel: every label gets room at 7 pt
-    fig, axes = _figure(ncols=cols, nrows=rows, width=size * cols + 1.2, height=size * rows + 0.4)
+    panel = 1.2 + 0.13 * len(labels)  # inches: room for every label at 8 points
+    fig, axes = _figure(ncols=cols, nrows=rows, width=panel * cols + 1.2, height=panel * rows + 0.4)
     axes = axes.reshape(rows, cols)
     ticks = range(len(labels))
     for r in range(rows):
@@ -214,8 +214,8 @@ def plot_attention(maps, labels, titles, colorbar_label="attention weight"):
             ax = axes[r, c]
             image = ax.imshow(np.asarray(maps[r][c]), cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(titles[r][c], fontsize=9)
-            ax.set_xticks(ticks, labels, fontsize=7)
-            ax.set_yticks(ticks, labels if c == 0 else [], fontsize=7)
+            ax.set_xticks(ticks, labels, fontsize=8)
+            ax.set_yticks(ticks, labels if c == 0 else [], fontsize=8)
             ax.tick_params(length=0)
             if r == rows - 1:
                 ax.set_xlabel("key: the character read", fontsize=8)
