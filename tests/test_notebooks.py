@@ -13,7 +13,7 @@ from nanogpt.errors import UserError
 
 LECTURE_PATHS = lecture_paths()
 EXPECTED = ["00_micrograd", "01_bigram", "02_mlp", "03_activations_batchnorm", "04_manual_backprop",
-            "05_gpt", "06_attribution"]
+            "05_gpt", "06_attribution", "07_reparameterization"]
 
 
 @pytest.mark.parametrize("path", LECTURE_PATHS, ids=[p.stem for p in LECTURE_PATHS])
