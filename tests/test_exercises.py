@@ -314,14 +314,7 @@ def test_every_command_has_help(argv, capsys):
     assert stop.value.code == 0 and "usage: python -m nanogpt.course.exercises" in capsys.readouterr().out
 
 
-# Lecture 06's known-wrong and alternative answers are not written yet (issue 24): its row is an
-# expected failure, strict, so the day they land this marker must go.
-WITHOUT_VARIANTS = {"06_attribution"}
-
-
-@pytest.mark.parametrize("solution", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="variants not yet written"))
-    if p.stem in WITHOUT_VARIANTS else p for p in SOLUTIONS], ids=[p.stem for p in SOLUTIONS])
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
 def test_every_exercise_has_known_wrong_and_alternative_right_answers(solution):
     names = {e.name for e in ex.validate(nbformat.read(solution, as_version=4), str(solution))}
     variants = ex.load_variants(solution)
