@@ -14,7 +14,8 @@ CHOICES = {
     "stage": ("bigram", "mlp", "gpt"),
     "tokenizer": ("char", "gpt2"),
     "optimizer": ("adamw", "sgd", "muon"),
-    "lr_schedule": ("cosine", "step", "constant"),
+    "lr_schedule": ("cosine", "step", "constant", "wsd"),
+    "activation": ("gelu", "relu2"),
     "dtype": ("auto", "float32", "float64", "bfloat16"),
     "compile": ("off", "on", "auto"),
 }

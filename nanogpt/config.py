@@ -32,6 +32,7 @@ class TrainConfig:
     # ... the GPT's own
     n_head: int = opt(4, "attention heads (GPT)")
     dropout: float = opt(0.0, "dropout probability (GPT)")
+    activation: str = opt("gelu", "the feed-forward's non-linearity (GPT): gelu | relu2 (ReLU, squared)")
     bias: bool = opt(False, "biases in Linear and LayerNorm layers (GPT)")
     tie_weights: bool = opt(False, "share the token embedding with the output head (GPT)")
     # ... the MLP's own
@@ -47,9 +48,11 @@ class TrainConfig:
     # ... the learning rate's schedule
     lr: float = opt(1e-3, "peak learning rate")
     min_lr: float = opt(1e-4, "learning rate at the end of the cosine")
-    lr_schedule: str = opt("cosine", "cosine (to min_lr) | step (lr/10 at step_decay_at) | constant")
+    lr_schedule: str = opt("cosine", "cosine (to min_lr) | step (lr/10 at step_decay_at) | constant | "
+                           "wsd (warmup, stable, then a straight line to min_lr from step_decay_at)")
     warmup_iters: int = opt(100, "linear warmup steps")
-    step_decay_at: float = opt(0.75, "fraction of max_iters where the step schedule divides lr by 10")
+    step_decay_at: float = opt(0.75, "fraction of max_iters where the step schedule divides lr by 10 "
+                                "(wsd: where its decay begins)")
     # ... AdamW's and Muon's own
     beta1: float = opt(0.9, "AdamW beta1")
     beta2: float = opt(0.99, "AdamW beta2")

@@ -24,7 +24,7 @@ STAGES = {
 MODEL_FIELDS = {
     "bigram": (),
     "mlp": ("block_size", "n_embd", "n_hidden", "n_layer", "batchnorm", "init"),
-    "gpt": ("block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "tie_weights"),
+    "gpt": ("block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "tie_weights", "activation"),
 }
 
 

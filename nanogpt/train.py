@@ -113,13 +113,18 @@ def train(cfg: TrainConfig, progress: bool = True, make_model=None, quiet: bool 
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
-    """The learning rate of step `it`: linear warmup, then cosine to min_lr, a step, or constant."""
+    """The learning rate of step `it`: linear warmup, then cosine to min_lr, a step, constant, or
+    warmup-stable-decay (flat at lr, then a straight line down to min_lr over the last stretch)."""
     if it < cfg.warmup_iters:
         return cfg.lr * (it + 1) / (cfg.warmup_iters + 1)
     if cfg.lr_schedule == "constant":
         return cfg.lr
     if cfg.lr_schedule == "step":
         return cfg.lr if it < cfg.step_decay_at * cfg.max_iters else cfg.lr / 10
+    if cfg.lr_schedule == "wsd":
+        decay_start = cfg.step_decay_at * cfg.max_iters
+        progress = min(1.0, max(0.0, (it - decay_start) / max(1.0, cfg.max_iters - decay_start)))
+        return cfg.lr + progress * (cfg.min_lr - cfg.lr)
     progress = min(1.0, (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 

@@ -83,6 +83,19 @@ def test_embeddings_passed_in_give_the_logits_of_their_ids():
     assert not torch.allclose(m(idx)[0], m(idx, pos_emb=torch.zeros_like(pos))[0])
 
 
+def test_relu_squared_is_relu_then_square_and_checkpoints_keep_the_choice():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=16, activation="relu2"))
+    ff, x = m.blocks[0].mlp, torch.randn(2, 5, 16)
+    assert torch.equal(ff(x), ff.proj(F.relu(ff.fc(x)) ** 2))
+    from nanogpt.models import build_model, model_config_dict
+
+    again = build_model("gpt", model_config_dict(m))
+    assert again.config.activation == "relu2" and again.blocks[0].mlp.relu_squared
+
+
 def test_the_feed_forward_widens_four_times_and_projects_back():
     block = tiny().blocks[0]
     assert isinstance(block.mlp, FeedForward)  # `mlp` is GPT-2's name for it, kept in checkpoints

@@ -313,6 +313,10 @@ def test_learning_rate_schedules():
     assert lr_at(60, cfg) == pytest.approx(0.55) and lr_at(110, cfg) == pytest.approx(0.1)
     step = preset("mlp", lr=0.1, warmup_iters=0, max_iters=100, step_decay_at=0.75)
     assert lr_at(74, step) == 0.1 and lr_at(75, step) == pytest.approx(0.01)
+    wsd = preset("smoke", lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110, lr_schedule="wsd",
+                 step_decay_at=0.5)
+    assert lr_at(10, wsd) == 1.0 and lr_at(55, wsd) == 1.0  # flat until half way
+    assert lr_at(82.5, wsd) == pytest.approx(0.55) and lr_at(110, wsd) == pytest.approx(0.1)  # then a line
 
 
 def test_weight_decay_only_on_matrices():
