@@ -5,7 +5,7 @@
     python -m nanogpt.train --resume               # continue runs/<preset>/last.pt exactly
     torchrun --nproc_per_node=2 -m nanogpt.train --preset smoke --grad-accum 2
 
-Read `train()` first: it is the algorithm, top to bottom, and its state (the step `it`, the best
+Read `train()` first (57 lines): it is the algorithm, top to bottom, and its state (the step `it`, the best
 val loss, the step last saved) lives in its own variables. One step draws grad_accum micro-batches,
 averages their gradients, clips, updates, and moves the learning rate along its schedule. Every
 eval_interval steps the model is scored on FIXED batches of each split (drawn once, from their own
@@ -17,6 +17,11 @@ What the default run adds to the plain loop is each one named module, called fro
 nanogpt.precision (bfloat16 autocast), nanogpt.optim (Muon beside AdamW), nanogpt.budget
 (--max-minutes), nanogpt.interrupt (Ctrl-C), nanogpt.checkpoint (atomic saves, exact resume),
 nanogpt.distributed (torchrun) and nanogpt.runlog (what a run prints and writes).
+
+Why one file of some 430 lines rather than several: everything below `train()` is a short named
+step it calls (set-up, evaluate-and-save, the learning rate, stop and finish, the command line), in
+the order the loop meets them, so a reader follows one step from `make train` to `optimizer.step()`
+without leaving this file and gpt.py; none of them is longer than a screen.
 """
 
 from __future__ import annotations
