@@ -46,7 +46,7 @@ def gpt_cpu_shaped() -> GPT:
     p = PRESETS["gpt-cpu"]
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=65, block_size=p.block_size, n_layer=p.n_layer, n_head=p.n_head,
-                    n_embd=p.n_embd, bias=p.bias)
+                    n_embd=p.n_embd, bias=p.bias, position=p.position)
     return GPT(cfg).eval()
 
 
@@ -103,7 +103,7 @@ def captum_deltas(model, ids, positions, n_steps) -> list[float]:
         start = max(0, t - block)
         with torch.no_grad():
             x = model.wte(ids[start:t])[None]  # (1, L, C)
-            pos = model.wpe(torch.arange(t - start))
+            pos = torch.zeros_like(x[0]) if model.wpe is None else model.wpe(torch.arange(t - start))
 
         def forward(emb, pos=pos, t=t):  # (B, L, C) -> (B,) log p(ids[t])
             return F.log_softmax(model(tok_emb=emb, pos_emb=pos)[0][:, -1], dim=-1)[:, ids[t]]

@@ -16,6 +16,7 @@ CHOICES = {
     "optimizer": ("adamw", "sgd", "muon"),
     "lr_schedule": ("cosine", "step", "constant", "wsd"),
     "activation": ("gelu", "relu2"),
+    "position": ("learned", "rotary"),
     "dtype": ("auto", "float32", "float64", "bfloat16"),
     "compile": ("off", "on", "auto"),
 }

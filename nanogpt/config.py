@@ -33,6 +33,9 @@ class TrainConfig:
     n_head: int = opt(4, "attention heads (GPT)")
     dropout: float = opt(0.0, "dropout probability (GPT)")
     activation: str = opt("gelu", "the feed-forward's non-linearity (GPT): gelu | relu2 (ReLU, squared)")
+    position: str = opt("learned", "where positions enter (GPT): learned (a table added to the input) | "
+                        "rotary (each head's queries and keys turned by position)")
+    qk_norm: bool = opt(False, "RMS-normalise each head's queries and keys (GPT)")
     bias: bool = opt(False, "biases in Linear and LayerNorm layers (GPT)")
     tie_weights: bool = opt(False, "share the token embedding with the output head (GPT)")
     # ... the MLP's own
@@ -129,16 +132,20 @@ PRESETS: dict[str, TrainConfig] = {
     # Stage 3 on a 2-core CPU: the best val loss that ten minutes buy. A short run wants a high
     # learning rate (at 250 steps of the fast shape: lr 2e-3 -> val 2.24, 3e-3 -> 2.18, 5e-3 -> 2.15)
     # and few, rare evaluations; max_iters comes from the budget. Muon for the blocks' matrices (AdamW
-    # at lr for the rest) and bfloat16 autocast where the CPU has AMX (dtype auto) each buy steps or
-    # progress per step; with both, ten minutes are about ten passes over the 1M training characters
-    # and the model overfits (train 1.00, val 1.58), which weight decay on Muon's matrices holds back
-    # (val 1.48; as low in float32, one screen) at no cost per step, where dropout 0.1 cost a fifth
-    # of the steps for val 1.53.
+    # at lr for the rest) buys progress per step; ten minutes are about ten passes over the 1M
+    # training characters and the model overfits (train 1.00, val 1.58), which weight decay on
+    # Muon's matrices holds back (val 1.48) at no cost per step, where dropout 0.1 cost a quarter of
+    # the steps for val 1.53. Rotary positions and a context of 256 (in batches of 16, the same
+    # tokens per step) cost a tenth of the steps and end lower: the model learns how far back a
+    # character is, and each prediction sees twice the context on average. bfloat16 autocast where
+    # the CPU has AMX (dtype auto) buys a third more steps; it ended level in one seed and 0.01
+    # lower in another, so it stays.
     # (README, "Training the GPT": bench/bench_train.py --equal-time has a row for each lever.)
     "gpt-cpu": TrainConfig(
-        n_layer=4, n_head=4, n_embd=192, block_size=128, batch_size=32, dropout=0.0, bias=False,
-        optimizer="muon", muon_weight_decay=0.3, dtype="auto", lr=3e-3, min_lr=3e-4, warmup_iters=100,
-        beta2=0.99, max_iters=1500, max_minutes=9.7, eval_interval=250, eval_iters=20, log_interval=10),
+        n_layer=4, n_head=4, n_embd=192, block_size=256, batch_size=16, dropout=0.0, bias=False,
+        position="rotary", optimizer="muon", muon_weight_decay=0.3, dtype="auto", lr=3e-3, min_lr=3e-4,
+        warmup_iters=100, beta2=0.99, max_iters=1500, max_minutes=9.7, eval_interval=250, eval_iters=20,
+        log_interval=10),
     # The same in about 100 seconds: too few steps to overfit, so no weight decay on Muon's
     # matrices; and float32, since at this width (128) and context (64) bfloat16 autocast took more
     # time per step than it saved (829 steps in 100 s against 967 in float32, on AMX).

@@ -33,11 +33,36 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm layers
     activation: str = "gelu"  # the feed-forward's non-linearity: "gelu", or "relu2" (ReLU, squared)
+    position: str = "learned"  # "learned": a table added to the input; "rotary": q and k turned by position
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys before their dot product
     tie_weights: bool = False  # share the token embedding with the output head
 
     def __post_init__(self):
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoFormer, Su et al. 2021): positions as rotations, not a table.
+
+    Each head's vector is split in two halves, read as hs/2 pairs (x1[i], x2[i]); the pair i at
+    position p is turned by the angle p * base^(-2i/hs). Turning a query at p and a key at p' turns
+    their dot product by (p - p') only, so attention sees how far back a key is, not where it is.
+    """
+
+    def __init__(self, head_size: int, block_size: int, base: float = 10000.0):
+        super().__init__()
+        speed = base ** -(torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,)
+        angle = torch.arange(block_size, dtype=torch.float32)[:, None] * speed  # (block_size, hs/2)
+        # Not parameters, and not saved: computed again from the config when a model is built.
+        self.register_buffer("cos", angle.cos(), persistent=False)
+        self.register_buffer("sin", angle.sin(), persistent=False)
+
+    def forward(self, x, past: int = 0):
+        """x (B, T, heads, hs) at positions past .. past + T - 1, each pair turned by its angle."""
+        cos, sin = (t[past:past + x.shape[1], None, :] for t in (self.cos, self.sin))  # (T, 1, hs/2)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -51,17 +76,27 @@ class CausalSelfAttention(nn.Module):
         self.proj.is_residual_proj = True  # scaled down at init, see GPT._init_weights
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+        head_size = config.n_embd // config.n_head
+        self.rotary = Rotary(head_size, config.block_size) if config.position == "rotary" else None
+        self.qk_norm = config.qk_norm
         self.explicit = False  # True: the masked-softmax path written out (for teaching and lenses)
         self.last_attention = None  # (B, n_head, T, past + T) weights, kept by the explicit path
 
     def forward(self, x, cache: LayerCache | None = None):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_size): each head attends in its own subspace
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        hs = C // self.n_head
+        qk, v = self.qkv(x).split([2 * C, C], dim=2)
+        # (B, T, C) -> (B, T, n_head, head_size): each head attends in its own subspace
+        qk, v = qk.view(B, T, 2 * self.n_head, hs), v.view(B, T, self.n_head, hs)
+        if self.qk_norm:  # unit-RMS queries and keys (all heads in one call): logits stay bounded
+            qk = F.rms_norm(qk, (hs,))
+        past = cache.length if cache is not None else 0  # positions before this call's tokens
+        if self.rotary is not None:  # positions enter here, as angles, before keys are cached
+            qk = self.rotary(qk, past)
+        q, k = qk.split(self.n_head, dim=2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, n_head, T, head_size)
         if cache is not None:
             k, v = cache.extend(k, v)  # (B, nh, past + T, hs)
-        past = k.shape[2] - T  # positions before this call's tokens
         if self.explicit:
             y = self._explicit_attention(q, k, v, past)
         else:
@@ -131,7 +166,8 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # position embeddings
+        # position embeddings: a learned table, or none where attention rotates q and k (Rotary)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.position == "learned" else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -157,7 +193,7 @@ class GPT(nn.Module):
         """Parameter count; by default without the position table (nanoGPT's convention: a lookup
         that scales with block_size; the token table stays, as it is also the head when tied)."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.wpe.weight.numel() if non_embedding else n
+        return n - self.wpe.weight.numel() if non_embedding and self.wpe is not None else n
 
     def set_explicit_attention(self, on: bool = True):
         """Switch every head to the written-out masked softmax (slower; keeps attention maps)."""
@@ -176,8 +212,10 @@ class GPT(nn.Module):
         past = cache.length if cache is not None else 0
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of {past + T} exceeds block_size {self.config.block_size}")
-        if pos_emb is None:
+        if pos_emb is None and self.wpe is not None:
             pos_emb = self.wpe(torch.arange(past, past + T, device=tok_emb.device))  # (T, C)
+        if pos_emb is None:  # rotary: positions enter inside attention
+            pos_emb = torch.zeros_like(tok_emb[0])
         x = self.drop(tok_emb + pos_emb)
         slots = cache.layers if cache is not None else [None] * len(self.blocks)  # one per block
         for block, slot in zip(self.blocks, slots, strict=True):
@@ -209,8 +247,7 @@ class KVCache:
     @property
     def length(self) -> int:
         """How many positions are cached."""
-        keys = self.layers[0].keys
-        return 0 if keys is None else keys.shape[2]
+        return self.layers[0].length
 
 
 class LayerCache:
@@ -218,6 +255,11 @@ class LayerCache:
 
     def __init__(self):
         self.keys = self.values = None
+
+    @property
+    def length(self) -> int:
+        """How many positions this layer holds."""
+        return 0 if self.keys is None else self.keys.shape[2]
 
     def extend(self, k: torch.Tensor, v: torch.Tensor):
         """Append this call's keys and values; return all of them so far."""

@@ -24,7 +24,8 @@ STAGES = {
 MODEL_FIELDS = {
     "bigram": (),
     "mlp": ("block_size", "n_embd", "n_hidden", "n_layer", "batchnorm", "init"),
-    "gpt": ("block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "tie_weights", "activation"),
+    "gpt": ("block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "tie_weights", "activation",
+            "position", "qk_norm"),
 }
 
 

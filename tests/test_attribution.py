@@ -38,9 +38,9 @@ class CumulativeLinearLM(nn.Module):
         return self.head((tok_emb + pos_emb).cumsum(dim=1)), None
 
 
-def tiny_gpt(dtype=torch.float64, block_size=8):
+def tiny_gpt(dtype=torch.float64, block_size=8, **shape):
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=12, block_size=block_size, n_layer=2, n_head=2, n_embd=16)
+    cfg = GPTConfig(vocab_size=12, block_size=block_size, n_layer=2, n_head=2, n_embd=16, **shape)
     return GPT(cfg).to(dtype).eval()
 
 
@@ -187,6 +187,17 @@ def test_training_flag_and_parameter_grads_are_left_untouched():
     assert model.training and not model.blocks[0].attn.training and model.blocks[1].training
     assert torch.equal(model.wte.weight.grad, marker)
     assert all(p.grad is None for n, p in model.named_parameters() if n != "wte.weight")
+
+
+def test_a_rotary_gpt_is_attributed_over_its_token_embeddings_alone():
+    ids = torch.randint(12, (20,), generator=torch.Generator().manual_seed(1))
+    model = tiny_gpt(position="rotary", qk_norm=True)
+    fast, slow = attribute(model, ids, steps=8), attribute_loop(model, ids, steps=8)
+    assert np.allclose(fast.scores, slow.scores, rtol=0, atol=1e-10)
+    exact = attribute(model, ids, steps=64)
+    assert np.all(np.abs(exact.delta) <= 1e-6 * np.abs(exact.dF).clip(min=1e-3)), exact.delta
+    with pytest.raises(UserError, match="no position embeddings to interpolate"):
+        attribute(model, ids, interpolate_positions=True)
 
 
 @pytest.mark.parametrize("call, message", [

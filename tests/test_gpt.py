@@ -12,8 +12,12 @@ def tiny(**kw):
     return GPT(GPTConfig(**{**cfg, **kw})).double().eval()
 
 
-def test_explicit_masked_softmax_equals_fused_attention():
-    m = tiny()
+SHAPES = [{}, {"position": "rotary"}, {"position": "rotary", "qk_norm": True}, {"qk_norm": True}]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "-".join(map(str, s.values())) or "classic")
+def test_explicit_masked_softmax_equals_fused_attention(shape):
+    m = tiny(**shape)
     idx = torch.randint(65, (3, 20))
     fused, _ = m(idx)
     m.set_explicit_attention(True)
@@ -24,9 +28,10 @@ def test_explicit_masked_softmax_equals_fused_attention():
     assert torch.all(att.triu(diagonal=1) == 0)
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "-".join(map(str, s.values())) or "classic")
 @pytest.mark.parametrize("explicit", [False, True])
-def test_cache_in_chunks_equals_one_full_pass(explicit):
-    m = tiny()
+def test_cache_in_chunks_equals_one_full_pass(explicit, shape):
+    m = tiny(**shape)
     m.set_explicit_attention(explicit)
     idx = torch.randint(65, (2, 20))
     full, _ = m(idx)
@@ -94,6 +99,33 @@ def test_relu_squared_is_relu_then_square_and_checkpoints_keep_the_choice():
 
     again = build_model("gpt", model_config_dict(m))
     assert again.config.activation == "relu2" and again.blocks[0].mlp.relu_squared
+
+
+def test_rotary_turns_pairs_so_that_scores_depend_on_distance_only():
+    from nanogpt.gpt import Rotary
+
+    torch.manual_seed(0)
+    rot = Rotary(head_size=8, block_size=40).double()
+    q, k = torch.randn(2, 1, 1, 8, dtype=torch.float64)  # (B=1, T=1, heads=1, hs=8) each
+    scores = [(rot(q, p + 5) * rot(k, p)).sum() for p in (0, 7, 30)]  # query 5 positions after the key
+    assert torch.allclose(torch.stack(scores), scores[0].expand(3), atol=1e-6)  # angles kept in float32
+    assert torch.allclose(rot(q, 13).norm(), q.norm())  # a rotation: lengths unchanged
+    assert torch.equal(rot(q, 0), q)  # position 0: angle 0
+    x1, x2 = q.chunk(2, dim=-1)  # pair i is (x1[i], x2[i]); pair 0 turns by p radians
+    turned = rot(q, 2)
+    assert torch.allclose(turned[..., 0], x1[..., 0] * math.cos(2) - x2[..., 0] * math.sin(2), atol=1e-6)
+
+
+def test_rotary_model_has_no_position_table_and_checkpoints_keep_the_choice():
+    from nanogpt.models import build_model, model_config_dict
+
+    m = tiny(position="rotary", qk_norm=True)
+    assert m.wpe is None and "wpe.weight" not in m.state_dict()
+    assert m.num_params() == m.num_params(non_embedding=False)
+    again = build_model("gpt", model_config_dict(m))
+    assert (again.config.position, again.config.qk_norm) == ("rotary", True)
+    assert again.blocks[0].attn.rotary is not None and again.blocks[0].attn.qk_norm
+    again.load_state_dict(m.state_dict())  # strict: no table to miss, no buffers saved
 
 
 def test_the_feed_forward_widens_four_times_and_projects_back():

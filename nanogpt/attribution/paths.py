@@ -111,6 +111,9 @@ def make_plan(model, *, method="ig", target="logprob", baseline="zero", steps=No
             raise UserError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, not {batch_size}")
+    if interpolate_positions and getattr(model, "wpe", None) is None:
+        raise UserError("this model has no position embeddings to interpolate (its positions are "
+                        "rotary, inside attention): leave out interpolate_positions")
     how, steps, tol, abs_tol, max_steps, pieces = integration(method, steps, tol, abs_tol, max_steps, pieces)
     alphas, weights = quadrature(rule, 1 if steps is None else steps)  # a bad rule: an error for all
     if how == "none":  # saliency, gradient * input and occlusion look at the real input only
@@ -140,7 +143,10 @@ def path_points(model, windows: torch.Tensor, alphas: torch.Tensor, plan: Plan):
     baseline plus zero positions, so the whole input goes in as `tok_emb` and positions are zero.
     """
     tok = model.wte(windows)  # (J, L, C)
-    pos = model.wpe(torch.arange(windows.shape[1], device=windows.device))  # (L, C)
+    if model.wpe is None:  # rotary positions: nothing added to the input, so nothing to walk
+        pos = torch.zeros_like(tok[0])
+    else:
+        pos = model.wpe(torch.arange(windows.shape[1], device=windows.device))  # (L, C)
     real = tok + pos if plan.interpolate_positions else tok
     if plan.interpolate_positions:
         pos = torch.zeros_like(pos)
