@@ -52,11 +52,12 @@ class Rotary(nn.Module):
 
     def __init__(self, head_size: int, block_size: int, base: float = 10000.0):
         super().__init__()
-        speed = base ** -(torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,)
-        angle = torch.arange(block_size, dtype=torch.float32)[:, None] * speed  # (block_size, hs/2)
-        # Not parameters, and not saved: computed again from the config when a model is built.
-        self.register_buffer("cos", angle.cos(), persistent=False)
-        self.register_buffer("sin", angle.sin(), persistent=False)
+        speed = base ** -(torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)  # (hs/2,)
+        angle = torch.arange(block_size, dtype=torch.float64)[:, None] * speed  # (block_size, hs/2)
+        # Not parameters, and not saved: computed again from the config when a model is built (in
+        # float64, then rounded: an angle of 200 radians in float32 would be off by 1e-5).
+        self.register_buffer("cos", angle.cos().float(), persistent=False)
+        self.register_buffer("sin", angle.sin().float(), persistent=False)
 
     def forward(self, x, past: int = 0):
         """x (B, T, heads, hs) at positions past .. past + T - 1, each pair turned by its angle."""
