@@ -114,3 +114,20 @@ def test_help_shows_the_defaults(capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0 and "(default: gauss-legendre)" in out and "(default: 1024)" in out
     assert "on unless --steps is given alone" in " ".join(out.split())
+
+
+def test_the_default_baseline_is_zero_with_a_position_table_and_the_mean_with_rotary_positions(
+        ckpt, tmp_path, capsys):
+    # From zero, a rotary model's path only rescales its input, which the first LayerNorm ignores:
+    # nearly all of dF happens next to the baseline (on the make-train model: 288 points per
+    # character against 24 from the mean).
+    from nanogpt.config import preset
+    from nanogpt.train import train
+
+    rotary = train(preset("smoke", position="rotary", max_iters=2, eval_interval=2, eval_iters=1,
+                          out_dir=str(tmp_path / "rot")), progress=False, quiet=True)
+    for path, want in ((ckpt, "zero"), (f"{rotary['out_dir']}/best.pt", "mean")):
+        code, out, err = run(capsys, "--ckpt", path, "--max-new-tokens", 4, "--steps", 2,
+                             "--html", tmp_path / "a.html", "--save", tmp_path / "r.npz", "--no-color")
+        assert code == 0, err
+        assert Attribution.load(tmp_path / "r.npz").settings["baseline"] == want

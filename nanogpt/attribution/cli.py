@@ -65,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(each character replaced by the baseline, one at a time)")
     p.add_argument("--target", default="logprob", choices=TARGETS,
                    help="what to explain: log p(c_t | c_<t), p, or the logit of c_t")
-    p.add_argument("--baseline", default="zero",
-                   help="where the path starts: zero, mean (of the embedding table) or one character")
+    p.add_argument("--baseline", default="auto",
+                   help="where the path starts: zero, mean (of the embedding table), one character, or "
+                        "auto: zero where the model adds a position table, mean where its positions are "
+                        "rotary (from zero, the path would only rescale the input, which LayerNorm ignores)")
     p.add_argument("--steps", type=cli.positive_int, default=None,
                    help=f"alone: the fixed rule, this many points for every character (for trapezoid: "
                         f"intervals); with --tol: points per piece of the path [default: {SEGMENT_STEPS} "
@@ -141,6 +143,8 @@ def attribution_from_args(args):
     model, tokenizer, ckpt = load_model(args.ckpt, pick_device(args.device))
     if ckpt["stage"] != "gpt":
         raise UserError(f"attribution needs a GPT checkpoint, {args.ckpt} holds a {ckpt['stage']!r}")
+    if args.baseline == "auto":
+        args.baseline = "zero" if getattr(model, "wpe", None) is not None else "mean"
     ids, first = text_ids(model, tokenizer, args)
     positions = range(first, len(ids)) if args.position is None else [args.position]
     result = attribute_ids(model, tokenizer, ids, positions=positions, method=args.method,
