@@ -92,9 +92,9 @@ def cli_text(ckpt):
 CAPTUM_LADDER = (8, 16, 24, 32, 50, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
-def captum_deltas(model, ids, positions, n_steps) -> list[float]:
+def captum_deltas(model, ids, positions, n_steps, baseline="zero") -> list[float]:
     """Captum's IntegratedGradients once per target, on its window (as Inseq does): its
-    convergence delta for each target."""
+    convergence delta for each target. baseline: "zero" or "mean" (of the embedding table)."""
     import torch.nn.functional as F
     from captum.attr import IntegratedGradients
 
@@ -103,13 +103,14 @@ def captum_deltas(model, ids, positions, n_steps) -> list[float]:
         start = max(0, t - block)
         with torch.no_grad():
             x = model.wte(ids[start:t])[None]  # (1, L, C)
+            base = torch.zeros_like(x) if baseline == "zero" else model.wte.weight.mean(0).expand_as(x)
             pos = torch.zeros_like(x[0]) if model.wpe is None else model.wpe(torch.arange(t - start))
 
         def forward(emb, pos=pos, t=t):  # (B, L, C) -> (B,) log p(ids[t])
             return F.log_softmax(model(tok_emb=emb, pos_emb=pos)[0][:, -1], dim=-1)[:, ids[t]]
 
         _, delta = IntegratedGradients(forward).attribute(
-            x, baselines=torch.zeros_like(x), n_steps=n_steps, method="gausslegendre",
+            x, baselines=base, n_steps=n_steps, method="gausslegendre",
             internal_batch_size=min(n_steps, 128), return_convergence_delta=True)  # bounds memory
         deltas.append(delta.item())
     return deltas
@@ -131,31 +132,33 @@ def fewest_captum_steps(positions, budget: dict, deltas_at, ladder=CAPTUM_LADDER
     return None
 
 
-def captum_timed(model, ids, positions, n_steps, budget: dict):
+def captum_timed(model, ids, positions, n_steps, budget: dict, baseline="zero"):
     """Captum per target at n_steps, timed: (wall s, CPU s, targets missing their budget)."""
-    wall, cpu, deltas = timed(captum_deltas, model, ids, positions, n_steps)
+    wall, cpu, deltas = timed(captum_deltas, model, ids, positions, n_steps, baseline)
     return wall, cpu, sum(abs(d) > budget[t] for t, d in zip(positions, deltas, strict=True))
 
 
-def captum_table(ckpt) -> None:
+def captum_table(ckpt, baseline="zero") -> None:
     """The lens to a tolerance, the fixed 32-point rule, and Captum per target, on the CLI's text."""
     model, ids, positions = cli_text(ckpt)
     attribute(model, ids[:10], steps=2)  # warm up
-    print(f"{ckpt}: {len(positions)} generated characters; tolerance |delta| <= max(5% |dF|, 1e-3)\n")
-    w_ad, c_ad, adaptive = timed(attribute, model, ids, positions=positions)
+    print(f"{ckpt}: {len(positions)} generated characters; tolerance |delta| <= max(5% |dF|, 1e-3); "
+          f"baseline {baseline}\n")
+    w_ad, c_ad, adaptive = timed(attribute, model, ids, positions=positions, baseline=baseline)
     budget = dict(zip(positions, adaptive.tolerances(), strict=True))
     rows = [("lens, to the tolerance (defaults)", int(adaptive.steps_used.sum()), w_ad, c_ad,
              int(adaptive.incomplete().sum()), f"{int(adaptive.capped.sum())} capped")]
-    w_32, c_32, fixed = timed(attribute, model, ids, positions=positions, steps=32)
+    w_32, c_32, fixed = timed(attribute, model, ids, positions=positions, steps=32, baseline=baseline)
     rows.append(("lens, fixed 32-point Gauss-Legendre", 32 * len(positions), w_32, c_32,
                  int(sum(abs(d) > budget[t] for t, d in zip(positions, fixed.delta, strict=True))), ""))
-    w50, c50, miss50 = captum_timed(model, ids, positions, 50, budget)
+    w50, c50, miss50 = captum_timed(model, ids, positions, 50, budget, baseline)
     rows.append(("Captum IG per target, n_steps=50 (its default)", 50 * len(positions), w50, c50, miss50, ""))
-    n = fewest_captum_steps(positions, budget, lambda n, ts: captum_deltas(model, ids, ts, n))
+    n = fewest_captum_steps(positions, budget, lambda n, ts: captum_deltas(model, ids, ts, n, baseline))
     if n is None:
         print(f"Captum misses the tolerance at every n_steps up to {CAPTUM_LADDER[-1]}")
     else:
-        wn, cn, missn = (w50, c50, miss50) if n == 50 else captum_timed(model, ids, positions, n, budget)
+        wn, cn, missn = (w50, c50, miss50) if n == 50 else captum_timed(model, ids, positions, n, budget,
+                                                                                         baseline)
         rows.append((f"Captum IG per target, n_steps={n} (the fewest that reach it)", n * len(positions),
                      wn, cn, missn, ""))
     print("| integration | points on the paths | wall s | CPU s | targets missing the tolerance | "
@@ -198,11 +201,16 @@ def main(argv=None) -> None:
                          "the default tolerance, the lens against Captum per target")
     ap.add_argument("--tune-on", metavar="CKPT", default=None,
                     help="instead: the lens's cost to a tolerance for several points per piece")
+    ap.add_argument("--baseline", choices=("zero", "mean"), default="zero",
+                    help="with --captum-on: where both paths start (mean: for a rotary model, whose path "
+                         "from zero only rescales the input)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    for flag, table in ((args.settings_on, settings_table), (args.captum_on, captum_table),
-                        (args.tune_on, tune_table)):
+    if args.captum_on:
+        captum_table(args.captum_on, args.baseline)
+        return
+    for flag, table in ((args.settings_on, settings_table), (args.tune_on, tune_table)):
         if flag:
             table(flag)
             return
