@@ -85,16 +85,14 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, cache: LayerCache | None = None):
         B, T, C = x.shape
-        hs = C // self.n_head
-        qk, v = self.qkv(x).split([2 * C, C], dim=2)
+        q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, T, n_head, head_size): each head attends in its own subspace
-        qk, v = qk.view(B, T, 2 * self.n_head, hs), v.view(B, T, self.n_head, hs)
-        if self.qk_norm:  # unit-RMS queries and keys (all heads in one call): logits stay bounded
-            qk = F.rms_norm(qk, (hs,))
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head) for t in (q, k, v))
+        if self.qk_norm:  # unit-RMS queries and keys: the attention logits stay bounded
+            q, k = F.rms_norm(q, (q.shape[-1],)), F.rms_norm(k, (k.shape[-1],))
         past = cache.length if cache is not None else 0  # positions before this call's tokens
         if self.rotary is not None:  # positions enter here, as angles, before keys are cached
-            qk = self.rotary(qk, past)
-        q, k = qk.split(self.n_head, dim=2)
+            q, k = self.rotary(q, past), self.rotary(k, past)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, n_head, T, head_size)
         if cache is not None:
             k, v = cache.extend(k, v)  # (B, nh, past + T, hs)
@@ -215,9 +213,8 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {past + T} exceeds block_size {self.config.block_size}")
         if pos_emb is None and self.wpe is not None:
             pos_emb = self.wpe(torch.arange(past, past + T, device=tok_emb.device))  # (T, C)
-        if pos_emb is None:  # rotary: positions enter inside attention
-            pos_emb = torch.zeros_like(tok_emb[0])
-        x = self.drop(tok_emb + pos_emb)
+        # With rotary positions there is no table: positions enter inside attention instead.
+        x = self.drop(tok_emb if pos_emb is None else tok_emb + pos_emb)
         slots = cache.layers if cache is not None else [None] * len(self.blocks)  # one per block
         for block, slot in zip(self.blocks, slots, strict=True):
             x = block(x, slot)
