@@ -55,6 +55,12 @@ VARIANTS = {
     "muon-bf16": ("+ bfloat16 autocast", {"optimizer": "muon", "dtype": "bfloat16",
                                            "muon_weight_decay": 0.0}),
     "default": ("the preset as it is", {}),
+    # this release's ladder for gpt-cpu, from the default of 2026-12-02 on a CPU without AMX
+    "learned-128": ("learned positions, context 128 x batch 32, float32 (the default before)",
+                    {"position": "learned", "block_size": 128, "batch_size": 32, "dtype": "float32"}),
+    "rotary-128": ("+ rotary positions", {"position": "rotary", "block_size": 128, "batch_size": 32,
+                                          "dtype": "float32"}),
+    "context-256": ("+ context 256 x batch 16: the preset in float32", {"dtype": "float32"}),
     # single levers on top of the preset, for screening
     "muon": ("+ muon (lr 0.02)", {"optimizer": "muon"}),
     "muon-0.01": ("+ muon (lr 0.01)", {"optimizer": "muon", "muon_lr": 0.01}),
@@ -65,7 +71,12 @@ VARIANTS = {
     "nanogpt-lr": ("+ lr 2e-3 (nanoGPT's)", {"lr": 2e-3, "min_lr": 2e-4}),
     "tied": ("+ tied head (nanoGPT's)", {"tie_weights": True}),
 }
-DEFAULT_VARIANTS = ("adamw", "muon-fp32", "muon-bf16", "default")
+# `--variants ladder` (the default): each preset's own ladder, from the first default (gpt-cpu-fast)
+# or the last one (gpt-cpu) to the preset as it is, one change per row; the last gpt-cpu row adds
+# dtype auto (bfloat16 autocast where the CPU has AMX, so equal to the row above elsewhere).
+LADDERS = {"gpt-cpu-fast": ("adamw", "default"),
+           "gpt-cpu": ("learned-128", "rotary-128", "context-256", "default"),
+           "smoke": ("default",)}
 
 
 def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -165,23 +176,40 @@ def budgets(presets: list[str], minutes: list[float] | None) -> list[float]:
     return minutes
 
 
-def equal_time_table(presets: list[str], variants: list[str], minutes: list[float] | None) -> None:
-    """The final val loss of each variant of each preset after the same wall time."""
-    rows = [variant(v) for v in variants]
-    print("\n| preset | variant | budget | steps | val loss (whole split) | vs the row above | wall s "
-          "| train loss |")
-    print("|---|---|---|---|---|---|---|---|")
+def equal_time_table(presets: list[str], variants: list[str], minutes: list[float] | None,
+                     seeds: list[int] | None = None) -> None:
+    """The final val loss of each variant of each preset after the same wall time, once per seed."""
+    print("\n| preset | variant | budget | seeds | steps | val loss (whole split) | mean val "
+          "| vs the row above | wall s | train loss |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, m in zip(presets, budgets(presets, minutes), strict=True):
-        above = math.nan  # the row above's val loss: each row is one change on top of it
-        for label, overrides in rows:
-            with tempfile.TemporaryDirectory() as out, redirect_stdout(io.StringIO()):
-                r = train(preset(name, **{**overrides, "max_minutes": m, "out_dir": out}),
-                          progress=False)
-            delta = "" if math.isnan(above) else f"{r['val_loss'] - above:+.4f}"
-            above = r["val_loss"]
+        above = math.nan  # the row above's mean val loss: each row is one change on top of it
+        for label, overrides in rows(name, variants):
+            runs = []
+            for seed in seeds or [None]:
+                with_seed = overrides if seed is None else {**overrides, "seed": seed}
+                with tempfile.TemporaryDirectory() as out, redirect_stdout(io.StringIO()):
+                    runs.append(train(preset(name, **{**with_seed, "max_minutes": m, "out_dir": out}),
+                                      progress=False))
+            mean = sum(r["val_loss"] for r in runs) / len(runs)
+            delta = "" if math.isnan(above) else f"{mean - above:+.4f}"
+            above = mean
             budget = f"{m * 60:.0f} s" if m else "no budget"
-            print(f"| {name} | {label} | {budget} | {r['iters']} | {r['val_loss']:.4f} | "
-                  f"{delta} | {r['seconds']:.0f} | {r['train_loss']:.4f} |", flush=True)
+            seed_text = " / ".join(str(s) for s in seeds) if seeds else str(PRESETS[name].seed)
+            print(f"| {name} | {label} | {budget} | {seed_text} | {_each(runs, 'iters', 'd')} | "
+                  f"{_each(runs, 'val_loss', '.4f')} | {mean:.4f} | {delta} | "
+                  f"{_each(runs, 'seconds', '.0f')} | {_each(runs, 'train_loss', '.4f')} |", flush=True)
+
+
+def _each(runs: list[dict], key: str, fmt: str) -> str:
+    """One column of a row: each seed's value, in order."""
+    return " / ".join(format(r[key], fmt) for r in runs)
+
+
+def rows(name: str, variants: list[str]) -> list[tuple[str, dict]]:
+    """The rows of one preset: its own ladder for `ladder`, else the variants given."""
+    specs = [s for v in variants for s in (LADDERS.get(name, ("default",)) if v == "ladder" else (v,))]
+    return [variant(s) for s in specs]
 
 
 def main(argv=None) -> None:
@@ -194,23 +222,27 @@ def main(argv=None) -> None:
                     help="also train each variant of each preset for the same wall time; compare val losses")
     ap.add_argument("--presets", nargs="+", default=["gpt-cpu-fast", "gpt-cpu"],
                     choices=["gpt-cpu-fast", "gpt-cpu", "smoke"], help="presets for --equal-time")
-    ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), metavar="NAME",
-                    help=f"rows for --equal-time: {', '.join(VARIANTS)}, or key=value,... overrides")
+    ap.add_argument("--variants", nargs="+", default=["ladder"], metavar="NAME",
+                    help=f"rows for --equal-time: ladder (each preset's own: {LADDERS}), "
+                         f"{', '.join(VARIANTS)}, or key=value,... overrides")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="train every row once per seed; the table shows each and their mean "
+                         "(default: the preset's seed, once)")
     ap.add_argument("--minutes", type=float, nargs="+", default=None,
                     help="budgets for --equal-time: one for every preset, or one per preset in the order of "
                          "--presets (default: each preset's own --max-minutes)")
     args = ap.parse_args(argv)
     try:  # a typo fails now, not after an hour of the other rows
-        for spec in args.variants:
-            for name in args.presets:
-                preset(name, **variant(spec)[1])
+        for name in args.presets:
+            for _, overrides in rows(name, args.variants):
+                preset(name, **overrides)
         budgets(args.presets, args.minutes)
     except UserError as e:
         ap.error(str(e))
     if not args.no_speed:
         speed_table(args.quick)
     if args.equal_time:
-        equal_time_table(args.presets, args.variants, args.minutes)
+        equal_time_table(args.presets, args.variants, args.minutes, args.seeds)
 
 
 if __name__ == "__main__":

@@ -388,10 +388,30 @@ def test_equal_time_bench_prints_one_row_per_variant(capsys):
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| smoke")]
     assert [r.split(" | ")[1] for r in rows] == ["the preset as it is", "+ muon (lr 0.02)",
                                                   "+ optimizer=muon,muon_lr=0.05,max_iters=20"]
-    assert rows[0].split(" | ")[5] == ""  # each row against the row above it
-    assert all(r.split(" | ")[5].startswith(("+", "-")) for r in rows[1:])
-    assert rows[2].split(" | ")[3] == "20"  # its steps
-    assert all(float(r.split(" | ")[7].rstrip(" |")) > 0 for r in rows)  # and its final train loss
+    assert rows[0].split(" | ")[7] == ""  # each row against the row above it
+    assert all(r.split(" | ")[7].startswith(("+", "-")) for r in rows[1:])
+    assert rows[2].split(" | ")[4] == "20"  # its steps
+    assert all(float(r.split(" | ")[9].rstrip(" |")) > 0 for r in rows)  # and its final train loss
+
+
+def test_equal_time_bench_trains_each_row_once_per_seed_and_shows_the_mean(capsys):
+    bench_train().main(["--no-speed", "--equal-time", "--presets", "smoke", "--seeds", "1", "2",
+                        "--variants", "max_iters=6", "max_iters=8"])
+    rows = [r.split(" | ") for r in capsys.readouterr().out.splitlines() if r.startswith("| smoke")]
+    assert [r[3] for r in rows] == ["1 / 2", "1 / 2"] and [r[4] for r in rows] == ["6 / 6", "8 / 8"]
+    for r in rows:
+        vals = [float(v) for v in r[5].split(" / ")]
+        assert vals[0] != vals[1] and float(r[6]) == pytest.approx(sum(vals) / 2, abs=1e-4)
+    assert float(rows[1][7]) == pytest.approx(float(rows[1][6]) - float(rows[0][6]), abs=2e-4)
+
+
+def test_the_default_rows_are_each_presets_own_ladder():
+    bench = bench_train()
+    assert [label for label, _ in bench.rows("gpt-cpu-fast", ["ladder"])][-1] == "the preset as it is"
+    ladder = [overrides for _, overrides in bench.rows("gpt-cpu", ["ladder"])]
+    assert ladder[0]["position"] == "learned" and ladder[1]["position"] == "rotary"
+    assert preset("gpt-cpu", **ladder[2]) == preset("gpt-cpu", dtype="float32")  # the preset in float32
+    assert ladder[-1] == {}
 
 
 def test_equal_time_budgets_are_one_for_all_or_one_per_preset(capsys):
