@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_train.py                       # about 2 minutes on 2 quiet CPU cores
     .venv/bin/python bench/bench_train.py --quick               # a smoke check, well under a minute
     .venv/bin/python bench/bench_train.py --equal-time          # + one row per lever, each preset's budget
+    .venv/bin/python bench/bench_train.py --equal-time --no-speed --minutes 1.67 10 --seeds 1337 2
+                                                                # README's ladder: 100 s, 10 min, two seeds
     .venv/bin/python bench/bench_train.py --equal-time --no-speed --presets gpt-cpu-fast \
         --variants default muon optimizer=muon,muon_lr=0.05 --minutes 1.67   # a screening
 
@@ -15,8 +17,10 @@ A GPT step costs about 6N + 12 L T C FLOPs per token (N parameters without the p
 the second term is attention; nanoGPT's estimate_mfu), an MLP step 6N.
 
 Equal time: one row per lever, each row one change on top of the row above (a ladder from the
-old defaults to the new). Each variant is a named set of TrainConfig overrides on top of a GPT
-CPU preset (VARIANTS below; `default` is the preset as it is); each trains with --max-minutes M
+old defaults to the new: LADDERS below, each preset's own). Each variant is a named set of
+TrainConfig overrides on top of a GPT CPU preset (VARIANTS below; `default` is the preset as it
+is); each trains once per --seeds seed (the table shows each run and their mean, and compares
+means) with --max-minutes M
 (its schedule fitted to the budget; M is the preset's own budget, the one `make train` uses,
 unless --minutes gives one budget for all or one per preset, in order) and reports its steps,
 final val loss (the whole val split), the change against the row above in the same run, its
