@@ -137,10 +137,10 @@ PRESETS: dict[str, TrainConfig] = {
     # Muon's matrices holds back (val 1.48) at no cost per step, where dropout 0.1 cost a quarter of
     # the steps for val 1.53. Rotary positions and a context of 256 (in batches of 16, the same
     # tokens per step) cost a tenth of the steps and, together, ended lower in all four runs (two
-    # seeds on two days; rotary alone only on the first): the model learns how far back a character
-    # is, and each prediction sees twice the context on average. bfloat16 autocast where the CPU
-    # has AMX (dtype auto) buys half again as many steps and ended lower in both seeds of the
-    # ladder run (mean -0.014), so it stays.
+    # seeds on two days; rotary alone only on the first, the 256 context with a learned table not
+    # at all): the model learns how far back a character is, and each prediction sees twice the
+    # context on average. bfloat16 autocast where the CPU has AMX (dtype auto) buys half again as
+    # many steps and ended lower in both seeds of the ladder run (mean -0.014), so it stays.
     # (README, "Training the GPT": bench/bench_train.py --equal-time has a row for each lever.)
     "gpt-cpu": TrainConfig(
         n_layer=4, n_head=4, n_embd=192, block_size=256, batch_size=16, dropout=0.0, bias=False,
