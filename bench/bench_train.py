@@ -199,7 +199,8 @@ def equal_time_table(presets: list[str], variants: list[str], minutes: list[floa
             delta = "" if math.isnan(above) else f"{mean - above:+.4f}"
             above = mean
             budget = f"{m * 60:.0f} s" if m else "no budget"
-            seed_text = " / ".join(str(s) for s in seeds) if seeds else str(PRESETS[name].seed)
+            seed_text = (" / ".join(str(s) for s in seeds) if seeds
+                         else str(overrides.get("seed", PRESETS[name].seed)))  # a `seed=2` row says so
             print(f"| {name} | {label} | {budget} | {seed_text} | {_each(runs, 'iters', 'd')} | "
                   f"{_each(runs, 'val_loss', '.4f')} | {mean:.4f} | {delta} | "
                   f"{_each(runs, 'seconds', '.0f')} | {_each(runs, 'train_loss', '.4f')} |", flush=True)

@@ -384,13 +384,14 @@ def bench_train():
 def test_equal_time_bench_prints_one_row_per_variant(capsys):
     bench = bench_train()
     bench.main(["--no-speed", "--equal-time", "--presets", "smoke", "--variants", "default", "muon",
-                "optimizer=muon,muon_lr=0.05,max_iters=20"])
+                "optimizer=muon,muon_lr=0.05,max_iters=20,seed=2"])
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| smoke")]
     assert [r.split(" | ")[1] for r in rows] == ["the preset as it is", "+ muon (lr 0.02)",
-                                                  "+ optimizer=muon,muon_lr=0.05,max_iters=20"]
+                                                  "+ optimizer=muon,muon_lr=0.05,max_iters=20,seed=2"]
     assert rows[0].split(" | ")[7] == ""  # each row against the row above it
     assert all(r.split(" | ")[7].startswith(("+", "-")) for r in rows[1:])
     assert rows[2].split(" | ")[4] == "20"  # its steps
+    assert [r.split(" | ")[3] for r in rows] == ["1337", "1337", "2"]  # and the seed it ran with
     assert all(float(r.split(" | ")[9].rstrip(" |")) > 0 for r in rows)  # and its final train loss
 
 
