@@ -52,6 +52,7 @@ from nanogpt.train import train
 
 # The levers, each a set of overrides on top of a preset: name -> (row label, overrides). The
 # first four are the ladder from the first release's default to this one's, one lever per row.
+_CONTEXT_128_FP32 = {"block_size": 128, "batch_size": 32, "dtype": "float32"}  # gpt-cpu's shape before
 VARIANTS = {
     "adamw": ("AdamW, float32 (the first default)", {"optimizer": "adamw", "dtype": "float32"}),
     "muon-fp32": ("+ Muon (lr 0.02), float32", {"optimizer": "muon", "dtype": "float32",
@@ -61,9 +62,8 @@ VARIANTS = {
     "default": ("the preset as it is", {}),
     # this release's ladder for gpt-cpu, from the default of 2026-12-02 on a CPU without AMX
     "learned-128": ("learned positions, context 128 x batch 32, float32 (the default before)",
-                    {"position": "learned", "block_size": 128, "batch_size": 32, "dtype": "float32"}),
-    "rotary-128": ("+ rotary positions", {"position": "rotary", "block_size": 128, "batch_size": 32,
-                                          "dtype": "float32"}),
+                    {**_CONTEXT_128_FP32, "position": "learned"}),
+    "rotary-128": ("+ rotary positions", {**_CONTEXT_128_FP32, "position": "rotary"}),
     "context-256": ("+ context 256 x batch 16: the preset in float32", {"dtype": "float32"}),
     # single levers on top of the preset, for screening
     "muon": ("+ muon (lr 0.02)", {"optimizer": "muon"}),
