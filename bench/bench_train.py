@@ -64,7 +64,10 @@ VARIANTS = {
     "learned-128": ("learned positions, context 128 x batch 32, float32 (the default before)",
                     {**_CONTEXT_128_FP32, "position": "learned"}),
     "rotary-128": ("+ rotary positions", {**_CONTEXT_128_FP32, "position": "rotary"}),
-    "context-256": ("+ context 256 x batch 16: the preset in float32", {"dtype": "float32"}),
+    "context-256": ("+ context 256 x batch 16, float32",
+                    {"block_size": 256, "batch_size": 16, "dtype": "float32"}),
+    "context-512": ("+ context 512 x batch 8, float32",
+                    {"block_size": 512, "batch_size": 8, "dtype": "float32"}),
     # single levers on top of the preset, for screening
     "muon": ("+ muon (lr 0.02)", {"optimizer": "muon"}),
     "muon-0.01": ("+ muon (lr 0.01)", {"optimizer": "muon", "muon_lr": 0.01}),
