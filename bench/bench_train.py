@@ -83,7 +83,7 @@ VARIANTS = {
 # or the last one (gpt-cpu) to the preset as it is, one change per row; the last gpt-cpu row adds
 # dtype auto (bfloat16 autocast where the CPU has AMX, so equal to the row above elsewhere).
 LADDERS = {"gpt-cpu-fast": ("adamw", "default"),
-           "gpt-cpu": ("learned-128", "rotary-128", "context-256", "default"),
+           "gpt-cpu": ("learned-128", "rotary-128", "context-256", "min-lr-0", "default"),
            "smoke": ("default",)}
 
 

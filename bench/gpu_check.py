@@ -1,8 +1,8 @@
 """The GPU path in one command: training speed (float32, bfloat16 autocast, compiled), gpt-gpu
-trained (as the preset is, and with gpt-cpu's rotary positions), sampling with and without the KV
+trained (as the preset is, and with each of gpt-cpu's changes alone), sampling with and without the KV
 cache, and attribution, as one markdown table.
 
-    .venv/bin/python bench/gpu_check.py                     # about 10 minutes on one GPU
+    .venv/bin/python bench/gpu_check.py                     # three gpt-gpu runs (not yet timed on a GPU)
     .venv/bin/python bench/gpu_check.py --compile           # the gpt-gpu run compiled too
     .venv/bin/python bench/gpu_check.py --device cpu --quick   # a smoke check on the CPU, seconds
 
@@ -41,6 +41,8 @@ from nanogpt.train import train  # noqa: E402
 # (preset, speed steps, sampled characters, attributed characters, training overrides)
 FULL = ("gpt-gpu", 100, 500, 100, {})
 QUICK = ("smoke", 10, 60, 20, {"max_iters": 20, "eval_interval": 10})
+# gpt-cpu's changes to nanoGPT's recipe, each tried alone on gpt-gpu: (row label, overrides)
+GPU_CANDIDATES = [("rotary positions", {"position": "rotary"}), ("cosine down to 0", {"min_lr": 0.0})]
 
 
 def synced(fn, device: str):
@@ -79,13 +81,14 @@ def check(device: str, quick: bool, compile_train: bool, out_dir: str) -> list[t
         r = train(cfg, progress=False)
     rows.append(("train", f"{name} ({cfg.max_iters} steps, dtype {cfg.dtype}, compile {cfg.compile})",
                  f"val {r['val_loss']:.4f} (whole split)", f"{r['seconds']:.0f}"))
-    # gpt-cpu's architectural change, rotary positions, on the GPU preset: unmeasured on a GPU so
-    # far, so the preset keeps its table until this row shows whether the change pays there too.
-    with redirect_stdout(io.StringIO()):
-        rot = train(replace(cfg, position="rotary", out_dir=str(Path(out_dir) / "rotary")), progress=False)
-    rows.append(("train", f"{name} + rotary positions (as gpt-cpu), same steps",
-                 f"val {rot['val_loss']:.4f} (whole split; {rot['val_loss'] - r['val_loss']:+.4f})",
-                 f"{rot['seconds']:.0f}"))
+    # gpt-cpu's changes, each alone on the GPU preset: unmeasured on a GPU so far, so the preset
+    # keeps nanoGPT's settings until these rows show whether a change pays there too.
+    for label, change in GPU_CANDIDATES:
+        with redirect_stdout(io.StringIO()):
+            c = train(replace(cfg, **change, out_dir=str(Path(out_dir) / label.split()[0])), progress=False)
+        rows.append(("train", f"{name} + {label} (as gpt-cpu), same steps",
+                     f"val {c['val_loss']:.4f} (whole split; {c['val_loss'] - r['val_loss']:+.4f})",
+                     f"{c['seconds']:.0f}"))
 
     model, _, _ = load_model(Path(out_dir) / "best.pt", device=device)
     prompt = torch.zeros(1, 1, dtype=torch.long, device=device)  # id 0: the newline

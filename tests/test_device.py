@@ -130,9 +130,9 @@ def test_gpu_check_runs_on_the_cpu_in_quick_mode(capsys):
     assert gpu_check().main(["--device", "cpu", "--quick"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [r.split(" | ")[0] for r in rows] == ["| train speed"] * 3 + ["| train"] * 2 + ["| sample"] * 2 + [
+    assert [r.split(" | ")[0] for r in rows] == ["| train speed"] * 3 + ["| train"] * 3 + ["| sample"] * 2 + [
         "| attribution"]
-    assert "+ rotary positions" in rows[4]
+    assert "+ rotary positions" in rows[4] and "+ cosine down to 0" in rows[5]  # each change alone
     val = float(out.split("val ")[1].split()[0])
     assert math.isfinite(val) and "chars/s" in out and "ms/character" in out
 

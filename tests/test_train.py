@@ -411,7 +411,8 @@ def test_the_default_rows_are_each_presets_own_ladder():
     assert [label for label, _ in bench.rows("gpt-cpu-fast", ["ladder"])][-1] == "the preset as it is"
     ladder = [overrides for _, overrides in bench.rows("gpt-cpu", ["ladder"])]
     assert ladder[0]["position"] == "learned" and ladder[1]["position"] == "rotary"
-    assert preset("gpt-cpu", **ladder[2]) == preset("gpt-cpu", dtype="float32")  # the preset in float32
+    assert ladder[2]["min_lr"] > 0 and ladder[3]["min_lr"] == 0  # the floor before, then 0
+    assert preset("gpt-cpu", **ladder[3]) == preset("gpt-cpu", dtype="float32")  # the preset in float32
     assert ladder[-1] == {}
 
 
