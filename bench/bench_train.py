@@ -54,6 +54,7 @@ from nanogpt.train import train
 # first four are the ladder from the first release's default to this one's, one lever per row.
 # gpt-cpu's shape before, and its schedule's floor before (the cosine down to lr / 10)
 _CONTEXT_128_FP32 = {"block_size": 128, "batch_size": 32, "dtype": "float32", "min_lr": 3e-4}
+_CONTEXT_256_FP32 = {"block_size": 256, "batch_size": 16, "dtype": "float32"}  # gpt-cpu's shape now
 VARIANTS = {
     "adamw": ("AdamW, float32 (the first default)", {"optimizer": "adamw", "dtype": "float32"}),
     "muon-fp32": ("+ Muon (lr 0.02), float32", {"optimizer": "muon", "dtype": "float32",
@@ -65,10 +66,8 @@ VARIANTS = {
     "learned-128": ("learned positions, context 128 x batch 32, float32 (the default before)",
                     {**_CONTEXT_128_FP32, "position": "learned"}),
     "rotary-128": ("+ rotary positions", {**_CONTEXT_128_FP32, "position": "rotary"}),
-    "context-256": ("+ context 256 x batch 16, float32",
-                    {"block_size": 256, "batch_size": 16, "dtype": "float32", "min_lr": 3e-4}),
-    "min-lr-0": ("+ learning rates decayed to 0 (min_lr 0), float32",
-                 {"block_size": 256, "batch_size": 16, "dtype": "float32", "min_lr": 0.0}),
+    "context-256": ("+ context 256 x batch 16, float32", {**_CONTEXT_256_FP32, "min_lr": 3e-4}),
+    "min-lr-0": ("+ learning rates decayed to 0 (min_lr 0), float32", {**_CONTEXT_256_FP32, "min_lr": 0.0}),
     # single levers on top of the preset, for screening
     "muon": ("+ muon (lr 0.02)", {"optimizer": "muon"}),
     "muon-0.01": ("+ muon (lr 0.01)", {"optimizer": "muon", "muon_lr": 0.01}),
